@@ -1,0 +1,49 @@
+"""``nnkern.info()`` and the process-wide thread controls."""
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from . import __version__, backends
+from .functional import OPS
+
+
+def set_num_threads(n: int) -> None:
+    """Threads the native kernels use (default: the CPUs this process may run on, or ``NNKERN_NUM_THREADS``)."""
+    backends.get("cpu").set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the native kernels use."""
+    return int(backends.get("cpu").get_num_threads())
+
+
+def empty_cache() -> None:
+    """Release the native scratch buffers kept for reuse between calls."""
+    backends.get("cpu").empty_cache()
+
+
+def info() -> dict[str, Any]:
+    """Version, kernel ISA, threads, build, CUDA status and which ops run natively."""
+    cpu = backends.get("cpu")
+    cuda = backends.get("cuda")
+    cuda_ok, cuda_reason = cuda.available()
+    every_op = sorted(set(OPS) | set(OPS.values()))
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.machine(),
+        "cpu_isa": cpu.isa(),
+        "cpu_isas_supported": list(cpu.supported_isas()),
+        "num_threads": get_num_threads(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "build": cpu.build_info(),
+        "cuda_compiled": cuda.compiled(),
+        "cuda_available": cuda_ok,
+        "cuda_status": "available" if cuda_ok else cuda_reason,
+        "cuda_device": cuda.device_info() if cuda_ok else None,
+        "native_ops": {"cpu": [o for o in every_op if o in cpu.NATIVE_OPS],
+                       "cuda": [o for o in every_op if o in cuda.NATIVE_OPS]},
+        "numpy_only_ops": [o for o in every_op if o not in cpu.NATIVE_OPS],
+    }

@@ -1,0 +1,223 @@
+"""linear, activations, softmax, dropout and cross-entropy: validation and dispatch."""
+from __future__ import annotations
+
+import secrets
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _common as c
+
+
+def linear(x: Any, weight: Any, bias: Any = None, *, backend: Optional[str] = None) -> Any:
+    """``x @ weight.T + bias`` for ``x`` (*, in_features), ``weight`` (out_features, in_features)."""
+    op = "linear"
+    a, on_device = c.float_arrays(op, input=x, weight=weight, bias=bias)
+    x, weight, bias = a["input"], a["weight"], a["bias"]
+    _linear_shapes(op, x, weight, bias)
+    return c.dispatch(op, backend, on_device).linear(x, weight, bias)
+
+
+def _linear_shapes(op: str, x: Any, weight: Any, bias: Any) -> None:
+    c.rank(op, "weight", weight, (2,), "(out_features, in_features)")
+    if x.ndim < 1:
+        raise ValueError(f"{op}: input must be at least 1-D (*, in_features), got a 0-D array")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"{op}: input.shape[-1] must equal weight.shape[1] (in_features): got input {tuple(x.shape)} "
+            f"and weight {tuple(weight.shape)}"
+        )
+    if bias is not None:
+        c.shape(op, "bias", bias, (int(weight.shape[0]),))
+
+
+def linear_backward(grad_output: Any, x: Any, weight: Any, output_mask: tuple = (True, True, True), *,
+                    backend: Optional[str] = None):
+    """Gradients ``(grad_input, grad_weight, grad_bias)`` of :func:`linear`."""
+    op = "linear_backward"
+    a, on_device = c.float_arrays(op, grad_output=grad_output, input=x, weight=weight)
+    g, x, weight = a["grad_output"], a["input"], a["weight"]
+    _linear_shapes(op, x, weight, None)
+    c.shape(op, "grad_output", g, tuple(x.shape[:-1]) + (int(weight.shape[0]),))
+    return c.dispatch(op, backend, on_device).linear_backward(g, x, weight, c.mask3(op, output_mask))
+
+
+def _unary(op: str, x: Any, backend: Optional[str]) -> Any:
+    a, on_device = c.float_arrays(op, input=x)
+    return getattr(c.dispatch(op, backend, on_device), op)(a["input"])
+
+
+def _unary_backward(op: str, grad_output: Any, output: Any, backend: Optional[str]) -> Any:
+    a, on_device = c.float_arrays(op, grad_output=grad_output, output=output)
+    c.shape(op, "grad_output", a["grad_output"], tuple(a["output"].shape))
+    return getattr(c.dispatch(op, backend, on_device), op)(a["grad_output"], a["output"])
+
+
+def relu(x: Any, *, backend: Optional[str] = None) -> Any:
+    """``max(x, 0)``; NaN stays NaN."""
+    return _unary("relu", x, backend)
+
+
+def sigmoid(x: Any, *, backend: Optional[str] = None) -> Any:
+    """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+    return _unary("sigmoid", x, backend)
+
+
+def tanh(x: Any, *, backend: Optional[str] = None) -> Any:
+    """Hyperbolic tangent."""
+    return _unary("tanh", x, backend)
+
+
+def relu_backward(grad_output: Any, output: Any, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`relu` from its output: ``grad_output * (output > 0)``."""
+    return _unary_backward("relu_backward", grad_output, output, backend)
+
+
+def sigmoid_backward(grad_output: Any, output: Any, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`sigmoid` from its output: ``grad_output * y * (1 - y)``."""
+    return _unary_backward("sigmoid_backward", grad_output, output, backend)
+
+
+def tanh_backward(grad_output: Any, output: Any, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`tanh` from its output: ``grad_output * (1 - y**2)``."""
+    return _unary_backward("tanh_backward", grad_output, output, backend)
+
+
+def _softmax_like(op: str, x: Any, dim: Any, backend: Optional[str]) -> Any:
+    a, on_device = c.float_arrays(op, input=x)
+    x = a["input"]
+    d = c.dim_arg(op, dim, x.ndim)
+    if x.ndim == 0:
+        x = x.reshape(1)
+        return getattr(c.dispatch(op, backend, on_device), op)(x, 0).reshape(())
+    return getattr(c.dispatch(op, backend, on_device), op)(x, d)
+
+
+def softmax(x: Any, dim: int, *, backend: Optional[str] = None) -> Any:
+    """Softmax along ``dim``, stable for large logits."""
+    return _softmax_like("softmax", x, dim, backend)
+
+
+def log_softmax(x: Any, dim: int, *, backend: Optional[str] = None) -> Any:
+    """``log(softmax(x))`` along ``dim``, computed without forming the softmax."""
+    return _softmax_like("log_softmax", x, dim, backend)
+
+
+def _softmax_like_backward(op: str, grad_output: Any, output: Any, dim: Any, backend: Optional[str]) -> Any:
+    a, on_device = c.float_arrays(op, grad_output=grad_output, output=output)
+    g, y = a["grad_output"], a["output"]
+    c.shape(op, "grad_output", g, tuple(y.shape))
+    d = c.dim_arg(op, dim, y.ndim)
+    if y.ndim == 0:
+        return getattr(c.dispatch(op, backend, on_device), op)(g.reshape(1), y.reshape(1), 0).reshape(())
+    return getattr(c.dispatch(op, backend, on_device), op)(g, y, d)
+
+
+def softmax_backward(grad_output: Any, output: Any, dim: int, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`softmax` from its output."""
+    return _softmax_like_backward("softmax_backward", grad_output, output, dim, backend)
+
+
+def log_softmax_backward(grad_output: Any, output: Any, dim: int, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`log_softmax` from its output."""
+    return _softmax_like_backward("log_softmax_backward", grad_output, output, dim, backend)
+
+
+def new_seed() -> int:
+    """A fresh 63-bit seed for the counter-based generator."""
+    return secrets.randbits(63)
+
+
+def seed_arg(op: str, seed: Any) -> int:
+    if seed is None:
+        return new_seed()
+    if not c.is_int(seed) or int(seed) < 0:
+        raise TypeError(f"{op}: seed must be None or a non-negative int, got {seed!r}")
+    return int(seed) & (2**64 - 1)
+
+
+def dropout(x: Any, p: float = 0.5, training: bool = True, *, seed: Optional[int] = None,
+            return_mask: bool = False, backend: Optional[str] = None) -> Any:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
+
+    The mask comes from a counter-based generator: one ``seed`` gives the
+    same mask on every backend and for any thread count. ``seed=None`` draws
+    a fresh one. Not training, or ``p == 0``, returns ``x`` unchanged.
+    ``return_mask=True`` also returns the boolean keep-mask for
+    :func:`dropout_backward`.
+    """
+    op = "dropout"
+    p = c.float_arg(op, "p", p, low=0.0, high=1.0)
+    a, on_device = c.float_arrays(op, input=x)
+    x = a["input"]
+    seed = seed_arg(op, seed)
+    xp = _array_module(x)
+    if not training or p == 0.0:
+        out, mask = x, (xp.ones(x.shape, dtype=bool) if return_mask else None)
+    elif p == 1.0:
+        out, mask = xp.zeros_like(x), (xp.zeros(x.shape, dtype=bool) if return_mask else None)
+    else:
+        out, mask = c.dispatch(op, backend, on_device).dropout(x, p, seed)
+    return (out, mask) if return_mask else out
+
+
+def dropout_backward(grad_output: Any, mask: Any, p: float, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`dropout`: ``grad_output * mask / (1 - p)`` (zeros when ``p == 1``)."""
+    op = "dropout_backward"
+    p = c.float_arg(op, "p", p, low=0.0, high=1.0)
+    a, on_device = c.float_arrays(op, grad_output=grad_output)
+    g = a["grad_output"]
+    m = c.arrays(op, mask=mask)["mask"]
+    c.shape(op, "mask", m, tuple(g.shape))
+    if m.dtype != np.bool_:
+        raise TypeError(f"{op}: mask must be a bool array (from dropout(..., return_mask=True)), got {m.dtype}")
+    if p == 1.0:
+        return _array_module(g).zeros_like(g)
+    if p == 0.0:
+        return g * m
+    return c.dispatch(op, backend, on_device).dropout_backward(g, m, p)
+
+
+def _array_module(a: Any):
+    from .._arrays import is_device_array
+    if is_device_array(a):
+        import cupy
+        return cupy
+    return np
+
+
+def _ce_args(op: str, logits: Any, target: Any):
+    a, on_device = c.float_arrays(op, logits=logits)
+    logits = a["logits"]
+    t = c.arrays(op, target=target)["target"]
+    c.rank(op, "logits", logits, (2,), "(N, C)")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype}")
+    c.shape(op, "target", t, (int(logits.shape[0]),))
+    ncls = int(logits.shape[1])
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= ncls):
+        bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+        raise ValueError(f"{op}: target values must be in [0, {ncls - 1}] (C = {ncls}), got {bad}")
+    return logits, t.astype(np.int64, copy=False), on_device
+
+
+def cross_entropy(logits: Any, target: Any, *, backend: Optional[str] = None) -> Any:
+    """Mean over the batch of ``-log_softmax(logits)[i, target[i]]``; a 0-d array.
+
+    ``logits`` (N, C) float, ``target`` (N,) integer class indices. An empty
+    batch gives NaN, as in PyTorch.
+    """
+    op = "cross_entropy"
+    logits, t, on_device = _ce_args(op, logits, target)
+    return c.dispatch(op, backend, on_device).cross_entropy(logits, t)
+
+
+def cross_entropy_backward(grad_loss: Any, logits: Any, target: Any, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`cross_entropy` w.r.t. ``logits``, scaled by ``grad_loss`` (a scalar)."""
+    op = "cross_entropy_backward"
+    logits, t, on_device = _ce_args(op, logits, target)
+    g = c.arrays(op, grad_loss=grad_loss)["grad_loss"]
+    if g.size != 1:
+        raise ValueError(f"{op}: grad_loss must be a scalar, got shape {tuple(g.shape)}")
+    g = g.reshape(()).astype(logits.dtype)
+    return c.dispatch(op, backend, on_device).cross_entropy_backward(g, logits, t)

@@ -1,0 +1,154 @@
+"""max / avg / adaptive-avg 2-D pooling and their backward: validation and dispatch."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .._shapes import pool_output_size
+from . import _common as c
+
+IntOrPair = Union[int, Tuple[int, int]]
+
+
+def _input(op: str, x: Any) -> tuple[Any, bool]:
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {tuple(x.shape)}")
+    return (x[None], True) if x.ndim == 3 else (x, False)
+
+
+def _window(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any):
+    """Normalize and check a pooling window; return it with the output (OH, OW)."""
+    kernel = c.pair(op, "kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else \
+        c.pair(op, "stride", stride, minimum=1)
+    pad = c.pair(op, "padding", padding, minimum=0)
+    dil = c.pair(op, "dilation", dilation, minimum=1)
+    for axis in range(2):
+        limit = (dil[axis] * (kernel[axis] - 1) + 1) // 2
+        if pad[axis] > limit:
+            raise ValueError(
+                f"{op}: padding must be at most half of the (dilated) kernel size: padding {pad} "
+                f"with kernel_size {kernel} and dilation {dil}"
+            )
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    ceil_mode = bool(ceil_mode)
+    oh = pool_output_size(h, kernel[0], stride[0], pad[0], dil[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], pad[1], dil[1], ceil_mode)
+    c.output_size_ok(op, (oh, ow), f"input {h}x{w}, kernel_size {kernel}, stride {stride}, padding {pad}, dilation {dil}")
+    c.elements_ok(op, tuple(x.shape[:-2]) + (oh, ow))
+    return kernel, stride, pad, dil, ceil_mode, (oh, ow)
+
+
+def max_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
+               backend: Optional[str] = None) -> Any:
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    With ``return_indices=True`` returns ``(out, indices)``: int64 flat
+    indices ``h * W + w`` into each input plane, equal to PyTorch's. A NaN in
+    a window gives NaN.
+    """
+    op = "max_pool2d"
+    a, on_device = c.float_arrays(op, input=x)
+    x4, unbatched = _input(op, a["input"])
+    k, s, p, d, cm, _ = _window(op, x4, kernel_size, stride, padding, dilation, ceil_mode)
+    out, idx = c.dispatch(op, backend, on_device).max_pool2d(x4, k, s, p, d, cm)
+    if unbatched:
+        out, idx = out[0], idx[0]
+    return (out, idx) if return_indices else out
+
+
+def max_pool2d_backward(grad_output: Any, x: Any, indices: Any, kernel_size: IntOrPair,
+                        stride: Optional[IntOrPair] = None, padding: IntOrPair = 0, dilation: IntOrPair = 1,
+                        ceil_mode: bool = False, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`max_pool2d` w.r.t. its input, from the saved ``indices``."""
+    op = "max_pool2d_backward"
+    a, on_device = c.float_arrays(op, grad_output=grad_output, input=x)
+    idx = c.arrays(op, indices=indices)["indices"]
+    x4, unbatched = _input(op, a["input"])
+    g = a["grad_output"][None] if unbatched else a["grad_output"]
+    idx = idx[None] if unbatched else idx
+    k, s, p, d, cm, (oh, ow) = _window(op, x4, kernel_size, stride, padding, dilation, ceil_mode)
+    expected = tuple(x4.shape[:2]) + (oh, ow)
+    c.shape(op, "grad_output", g, expected)
+    c.shape(op, "indices", idx, expected)
+    if np.dtype(idx.dtype) != np.int64:
+        raise TypeError(f"{op}: indices must have dtype int64, got {idx.dtype}")
+    gx = c.dispatch(op, backend, on_device).max_pool2d_backward(g, x4, idx, k, s, p, d, cm)
+    return gx[0] if unbatched else gx
+
+
+def _avg_window(op, x4, kernel_size, stride, padding, ceil_mode):
+    k, s, p, _, cm, out_hw = _window(op, x4, kernel_size, stride, padding, 1, ceil_mode)
+    return k, s, p, cm, out_hw
+
+
+def avg_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> Any:
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (same divisor rules)."""
+    op = "avg_pool2d"
+    a, on_device = c.float_arrays(op, input=x)
+    x4, unbatched = _input(op, a["input"])
+    k, s, p, cm, _ = _avg_window(op, x4, kernel_size, stride, padding, ceil_mode)
+    out = c.dispatch(op, backend, on_device).avg_pool2d(x4, k, s, p, cm, bool(count_include_pad))
+    return out[0] if unbatched else out
+
+
+def avg_pool2d_backward(grad_output: Any, x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                        padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True, *,
+                        backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`avg_pool2d` w.r.t. its input."""
+    op = "avg_pool2d_backward"
+    a, on_device = c.float_arrays(op, grad_output=grad_output, input=x)
+    x4, unbatched = _input(op, a["input"])
+    g = a["grad_output"][None] if unbatched else a["grad_output"]
+    k, s, p, cm, (oh, ow) = _avg_window(op, x4, kernel_size, stride, padding, ceil_mode)
+    c.shape(op, "grad_output", g, tuple(x4.shape[:2]) + (oh, ow))
+    gx = c.dispatch(op, backend, on_device).avg_pool2d_backward(g, x4, k, s, p, cm, bool(count_include_pad))
+    return gx[0] if unbatched else gx
+
+
+def _adaptive_size(op: str, output_size: Any, x4: Any) -> tuple[int, int]:
+    if output_size is None or isinstance(output_size, (str, bytes)):
+        raise TypeError(f"{op}: output_size must be an int or a pair of ints (or None entries), got {output_size!r}")
+    size = (output_size, output_size) if c.is_int(output_size) else tuple(output_size)
+    if len(size) != 2:
+        raise TypeError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
+    result = []
+    for axis, v in enumerate(size):
+        if v is None:
+            v = int(x4.shape[2 + axis])
+        if not c.is_int(v):
+            raise TypeError(f"{op}: output_size must hold ints, got {output_size!r}")
+        if v < 0:
+            raise ValueError(f"{op}: output_size must be >= 0, got {output_size!r}")
+        result.append(int(v))
+    if min(result) > 0 and min(int(x4.shape[2]), int(x4.shape[3])) < 1:
+        raise ValueError(f"{op}: input height and width must be positive, got shape {tuple(x4.shape)}")
+    return result[0], result[1]
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any, *, backend: Optional[str] = None) -> Any:
+    """Adaptive 2-D average pooling to ``output_size`` (int or pair; ``None`` keeps that input size).
+
+    An output size of 0 gives an empty result, as in PyTorch.
+    """
+    op = "adaptive_avg_pool2d"
+    a, on_device = c.float_arrays(op, input=x)
+    x4, unbatched = _input(op, a["input"])
+    size = _adaptive_size(op, output_size, x4)
+    out = c.dispatch(op, backend, on_device).adaptive_avg_pool2d(x4, size)
+    return out[0] if unbatched else out
+
+
+def adaptive_avg_pool2d_backward(grad_output: Any, x: Any, *, backend: Optional[str] = None) -> Any:
+    """Gradient of :func:`adaptive_avg_pool2d` w.r.t. its input (the output size is ``grad_output``'s)."""
+    op = "adaptive_avg_pool2d_backward"
+    a, on_device = c.float_arrays(op, grad_output=grad_output, input=x)
+    x4, unbatched = _input(op, a["input"])
+    g = a["grad_output"][None] if unbatched else a["grad_output"]
+    if g.ndim != 4 or tuple(g.shape[:2]) != tuple(x4.shape[:2]):
+        raise ValueError(f"{op}: grad_output must have shape {tuple(x4.shape[:2])} + (OH, OW), got {tuple(g.shape)}")
+    gx = c.dispatch(op, backend, on_device).adaptive_avg_pool2d_backward(g, x4)
+    return gx[0] if unbatched else gx

@@ -1,0 +1,41 @@
+"""Comparison helpers shared by the tests."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def rel_error(out, ref) -> float:
+    """``||out - ref|| / ||ref||`` over the finite entries (max-abs error when ``ref`` is zero)."""
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert out.shape == ref.shape, f"shape {out.shape} != reference shape {ref.shape}"
+    nan_out, nan_ref = np.isnan(out), np.isnan(ref)
+    assert np.array_equal(nan_out, nan_ref), "NaN positions differ from the reference"
+    finite = ~nan_ref
+    inf = np.isinf(ref)
+    assert np.array_equal(out[inf], ref[inf]), "infinite entries differ from the reference"
+    finite &= ~inf
+    diff = np.linalg.norm((out - ref)[finite])
+    scale = np.linalg.norm(ref[finite])
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def assert_close(out, ref, rtol: float, what: str) -> None:
+    if isinstance(ref, np.ndarray) and ref.dtype.kind in "iub":
+        assert isinstance(out, np.ndarray) and out.dtype == ref.dtype, f"{what}: dtype {getattr(out, 'dtype', None)} != {ref.dtype}"
+        assert np.array_equal(out, ref), f"{what}: integer results differ"
+        return
+    err = rel_error(out, ref)
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:.1g}"
+
+
+def upstream(rng, outputs, which):
+    """Random upstream gradients (None for outputs that are not differentiated)."""
+    return [rng.standard_normal(np.shape(o)).astype(np.asarray(o).dtype) if i in which else None
+            for i, o in enumerate(outputs)]
+
+
+def differentiable(op, sample, outputs):
+    if op.differentiable_outputs is not None:
+        return op.differentiable_outputs(sample)
+    return [i for i, o in enumerate(outputs) if np.asarray(o).dtype.kind == "f"]

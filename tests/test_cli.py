@@ -1,0 +1,47 @@
+"""The command line: ``python -m nnkern info`` and a smoke run of ``nnkern bench``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nnkern as nk
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "nnkern", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def test_info_dict():
+    info = nk.info()
+    for key in ("version", "cpu_isa", "num_threads", "cuda_compiled", "native_ops", "build"):
+        assert key in info
+    assert info["cpu_isa"] in ("avx512", "avx2", "scalar")
+    assert info["num_threads"] >= 1
+    assert "relu" in info["native_ops"]["cpu"]
+
+
+def test_info_command():
+    proc = run("info")
+    assert proc.returncode == 0, proc.stderr
+    assert "cpu_isa" in proc.stdout and "native_ops" in proc.stdout
+
+
+def test_bench_smoke(tmp_path):
+    """Every row of the suite, every contender, once, at tiny sizes."""
+    out = tmp_path / "bench.json"
+    proc = run("bench", "--smoke", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["rows"], "no rows were run"
+
+
+def test_use_backend_is_scoped():
+    import numpy as np
+    x = np.linspace(-1, 1, 7, dtype=np.float32)
+    with nk.use_backend("numpy"):
+        from nnkern._config import default_backend
+        assert default_backend() == "numpy"
+        assert np.array_equal(nk.relu(x), np.maximum(x, 0))
+    assert default_backend() == "auto"
