@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# fresh native outputs start as NaN, so an element a kernel forgets to write cannot pass unnoticed
+os.environ.setdefault("NNKERN_POISON_OUTPUTS", "1")
 
 try:
     from hypothesis import settings

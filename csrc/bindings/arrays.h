@@ -1,0 +1,83 @@
+// NumPy <-> ArrayView: the one place where inputs are checked for dtype and
+// made C-contiguous, and where native calls drop the GIL.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/array_view.h"
+#include "core/errors.h"
+#include "core/fp_env.h"
+
+namespace nnkern::bindings {
+
+namespace py = pybind11;
+
+inline Dtype float_dtype(const py::array& a, const char* op, const char* arg) {
+  if (py::isinstance<py::array_t<float>>(a)) return Dtype::f32;
+  if (py::isinstance<py::array_t<double>>(a)) return Dtype::f64;
+  throw type_error(std::string(op) + ": " + arg + " must be float32 or float64, got " +
+                   py::str(a.dtype()).cast<std::string>());
+}
+
+// The array itself when already C-contiguous, else one C-contiguous copy.
+inline py::array c_contiguous(const py::array& a) {
+  if (a.flags() & py::array::c_style) return a;
+  return py::array::ensure(a, py::array::c_style);
+}
+
+inline ArrayView view_of(const py::array& a, Dtype dtype) {
+  ArrayView v;
+  v.data = const_cast<void*>(a.data());
+  v.dtype = dtype;
+  const auto item = static_cast<py::ssize_t>(a.itemsize());
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    v.shape.push_back(a.shape(d));
+    v.strides.push_back(a.strides(d) / item);
+  }
+  return v;
+}
+
+// NNKERN_POISON_OUTPUTS=1 (the test suite sets it) fills every fresh output
+// with NaN before a kernel writes it, so an element a kernel forgets to write
+// shows up as NaN instead of whatever the allocator left there.
+inline bool poison_outputs() {
+  static const bool on = [] {
+    const char* v = std::getenv("NNKERN_POISON_OUTPUTS");
+    return v != nullptr && v[0] != '\0' && v[0] != '0';
+  }();
+  return on;
+}
+
+inline py::array empty_c(Dtype dtype, const py::array& like) {
+  std::vector<py::ssize_t> shape(like.shape(), like.shape() + like.ndim());
+  py::array out = dtype == Dtype::f32 ? py::array(py::dtype::of<float>(), shape)
+                                      : py::array(py::dtype::of<double>(), shape);
+  if (poison_outputs()) {
+    py::gil_scoped_release nogil;  // filling a large output is slow: let other Python threads run
+    const auto n = static_cast<std::size_t>(out.size());
+    if (dtype == Dtype::f32) {
+      std::fill_n(static_cast<float*>(out.mutable_data()), n, std::numeric_limits<float>::quiet_NaN());
+    } else {
+      std::fill_n(static_cast<double*>(out.mutable_data()), n, std::numeric_limits<double>::quiet_NaN());
+    }
+  }
+  return out;
+}
+
+// Runs a native call without the GIL and with denormals flushed (fp_env.h).
+template <class F>
+void run_native(F&& f) {
+  py::gil_scoped_release nogil;
+  FlushDenormalsGuard fp;
+  std::forward<F>(f)();
+}
+
+}  // namespace nnkern::bindings

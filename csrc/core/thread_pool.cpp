@@ -1,0 +1,196 @@
+#include "core/thread_pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/errors.h"
+#include "core/fp_env.h"
+
+namespace nnkern {
+namespace {
+
+thread_local bool t_in_chunk = false;
+
+struct Job {
+  const RangeFn* fn = nullptr;
+  std::size_t n_tasks = 0;
+  std::size_t n_chunks = 0;
+  unsigned fp_mode = 0;
+};
+
+// Runs one chunk with the caller's floating-point mode; returns its exception.
+std::exception_ptr run_chunk(const Job& job, std::size_t c) {
+  ScopedFpMode fp(job.fp_mode);
+  t_in_chunk = true;
+  std::exception_ptr error;
+  try {
+    auto [begin, end] = chunk_range(job.n_tasks, job.n_chunks, c);
+    (*job.fn)(begin, end);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  t_in_chunk = false;
+  return error;
+}
+
+void run_sequentially(std::size_t n_tasks, std::size_t n_chunks, const RangeFn& fn) {
+  for (std::size_t c = 0; c < n_chunks; ++c) {
+    auto [begin, end] = chunk_range(n_tasks, n_chunks, c);
+    fn(begin, end);
+  }
+}
+
+class ThreadPool {
+ public:
+  // Held by the caller for a whole parallel_for.
+  std::mutex run_mutex;
+
+  // Requires run_mutex. Runs chunk 0 here and chunks 1.. on the workers.
+  void run(const Job& job, std::size_t n_threads) {
+    resize(n_threads - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = job;
+      pending_ = job.n_chunks - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    work_cv_.notify_all();
+    std::exception_ptr error = run_chunk(job, 0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_cv_.wait(lock, [&] { return pending_ == 0; });
+    if (!error) error = error_;
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  // Requires run_mutex (so no job is in flight).
+  void resize(std::size_t n_workers) {
+    if (workers_.size() == n_workers) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stopping_ = false;
+    // Workers block every signal: Python handles signals on its main thread.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    for (std::size_t i = 1; i <= n_workers; ++i) {
+      workers_.emplace_back([this, i, seen = generation_] { worker_loop(i, seen); });
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  }
+
+  void worker_loop(std::size_t index, std::uint64_t seen) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      work_cv_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+      const Job job = job_;
+      if (index >= job.n_chunks) continue;
+      lock.unlock();
+      std::exception_ptr error = run_chunk(job, index);
+      lock.lock();
+      if (error && !error_) error_ = error;
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  std::vector<std::thread> workers_;
+  std::uint64_t generation_ = 0;
+  bool stopping_ = false;
+  Job job_;
+  std::size_t pending_ = 0;
+  std::exception_ptr error_;
+};
+
+std::atomic<int> g_num_threads{0};  // 0: not chosen yet
+std::atomic<ThreadPool*> g_pool{nullptr};
+std::mutex g_pool_create_mutex;
+
+int affinity_cpu_count() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+void atfork_prepare() { g_pool_create_mutex.lock(); }
+void atfork_parent() { g_pool_create_mutex.unlock(); }
+void atfork_child() {
+  // The parent's workers do not exist here and its mutexes may be held by
+  // threads that are gone: abandon that pool, the next call builds a new one.
+  g_pool.store(nullptr);
+  g_pool_create_mutex.unlock();
+}
+
+ThreadPool& pool() {
+  ThreadPool* p = g_pool.load(std::memory_order_acquire);
+  if (p) return *p;
+  static std::once_flag atfork_once;
+  std::call_once(atfork_once, [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+  std::lock_guard<std::mutex> lock(g_pool_create_mutex);
+  p = g_pool.load(std::memory_order_acquire);
+  if (!p) {
+    p = new ThreadPool();  // never deleted: see the header
+    g_pool.store(p, std::memory_order_release);
+  }
+  return *p;
+}
+
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n < 1 || n > kMaxThreads) {
+    throw value_error("set_num_threads: n must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                      std::to_string(n));
+  }
+  g_num_threads = n;
+}
+
+int get_num_threads() {
+  int n = g_num_threads.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int expected = 0;
+    g_num_threads.compare_exchange_strong(expected, affinity_cpu_count());
+    n = g_num_threads.load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
+void parallel_for(std::size_t n_tasks, RangeFn fn) {
+  if (n_tasks == 0) return;
+  if (t_in_chunk) {  // nested: the pool is busy running our parent
+    run_sequentially(n_tasks, std::min<std::size_t>(get_num_threads(), n_tasks), fn);
+    return;
+  }
+  ThreadPool& p = pool();
+  std::unique_lock<std::mutex> lock(p.run_mutex, std::try_to_lock);
+  const std::size_t n_threads = get_num_threads();
+  const std::size_t n_chunks = std::min(n_threads, n_tasks);
+  if (n_chunks == 1 || !lock.owns_lock()) {
+    run_sequentially(n_tasks, n_chunks, fn);
+    return;
+  }
+  p.run(Job{&fn, n_tasks, n_chunks, get_fp_mode()}, n_threads);
+}
+
+}  // namespace nnkern

@@ -1,0 +1,37 @@
+"""The native C++ backend: a thin face over ``nnkern._cpu``.
+
+Importing this module selects the CPU kernel family once: the best this CPU
+supports, or ``NNKERN_ISA`` (``avx512``, ``avx2``, ``scalar``), which raises a
+``ValueError`` naming the value and what the CPU supports when it is unknown
+or unsupported. ``NNKERN_NUM_THREADS`` sets the initial thread count.
+
+Every op here takes validated arrays (possibly non-contiguous) and returns a
+fresh NumPy array of the input dtype; the GIL is released while it runs.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import _cpu as _native
+
+_native.select_isa(os.environ.get("NNKERN_ISA", ""))
+
+_threads_env = os.environ.get("NNKERN_NUM_THREADS", "").strip()
+if _threads_env:
+    try:
+        _native.set_num_threads(int(_threads_env))
+    except ValueError:
+        raise ValueError(
+            f"NNKERN_NUM_THREADS must be an integer between 1 and 1024, got {_threads_env!r}") from None
+
+NATIVE_OPS = frozenset({"relu", "relu_backward"})
+
+relu = _native.relu
+relu_backward = _native.relu_backward
+
+isa = _native.isa
+supported_isas = _native.supported_isas
+set_num_threads = _native.set_num_threads
+get_num_threads = _native.get_num_threads
+build_info = _native.build_info
+empty_cache = _native.empty_cache
