@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bindings/arrays.h"
+#include "bindings/families.h"
 #include "core/cpu_features.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
@@ -147,6 +148,11 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("relu", &relu, py::arg("x"), "relu(x) in a new C-contiguous array of x's dtype.");
   m.def("relu_backward", &relu_backward, py::arg("grad_output"), py::arg("output"),
         "grad_output where output > 0, else 0, in a new array.");
+
+  bindings::bind_pool(m);
+  bindings::bind_norm(m);
+  bindings::bind_gemm(m);
+  bindings::bind_pointwise(m);
 
   m.def("peak_gflops",
         [](int threads, double seconds) {

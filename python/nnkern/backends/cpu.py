@@ -24,10 +24,12 @@ if _threads_env:
         raise ValueError(
             f"NNKERN_NUM_THREADS must be an integer between 1 and 1024, got {_threads_env!r}") from None
 
-NATIVE_OPS = frozenset({"relu", "relu_backward"})
+from .native import linear as _linear, norm as _norm, pointwise as _pointwise, pool as _pool  # noqa: E402
 
-relu = _native.relu
-relu_backward = _native.relu_backward
+_OPS = {**_pointwise.OPS, **_pool.OPS, **_norm.OPS, **_linear.OPS}
+#: The backend-contract ops this backend runs natively; ``auto`` sends the rest to numpy.
+NATIVE_OPS = frozenset(_OPS)
+globals().update(_OPS)
 
 isa = _native.isa
 supported_isas = _native.supported_isas

@@ -1,0 +1,3 @@
+"""Native linear ops (none registered yet)."""
+
+OPS: dict = {}

@@ -1,0 +1,3 @@
+"""Native norm ops (none registered yet)."""
+
+OPS: dict = {}

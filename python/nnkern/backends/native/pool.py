@@ -1,0 +1,3 @@
+"""Native pool ops (none registered yet)."""
+
+OPS: dict = {}
