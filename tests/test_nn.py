@@ -326,3 +326,46 @@ def test_save_and_load_npz(tmp_path, rng):
     fresh.load_state_dict(nnkern.load(path))
     for k, v in m.state_dict().items():
         assert np.array_equal(fresh.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("kind", ["gru", "resnet"])
+def test_state_dict_round_trips_with_torch(kind, rng):
+    if kind == "gru":
+        mine, fresh = nn.GRU(3, 4, 2, bidirectional=True, seed=1), nn.GRU(3, 4, 2, bidirectional=True, seed=2)
+        theirs = torch.nn.GRU(3, 4, 2, bidirectional=True)
+    else:
+        from nnkern import models
+        mine, fresh = models.ResNet(10, seed=1), models.ResNet(10, seed=2)
+        mine(rng.standard_normal((2, 1, 32, 32)).astype(np.float32))  # move the running statistics
+        theirs = _torch_resnet()
+    theirs.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in mine.state_dict().items()})
+    fresh.load_state_dict(theirs.state_dict())
+    for k, v in mine.state_dict().items():
+        assert np.array_equal(fresh.state_dict()[k], v), k
+    if kind == "resnet":  # and the two compute the same function
+        mine.eval(), theirs.eval()
+        x = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+        assert_close(mine(x), theirs(torch.tensor(x)).detach().numpy(), 1e-5, "resnet eval output")
+
+
+def _torch_resnet():
+    """nnkern.models.ResNet's default layout, written with torch.nn."""
+    T = torch.nn
+
+    class Residual(T.Module):
+        def __init__(self, block, shortcut):
+            super().__init__()
+            self.block, self.shortcut = block, shortcut
+
+        def forward(self, x):
+            return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    def block(cin, cout, stride):
+        b = T.Sequential(T.Conv2d(cin, cout, 3, stride, 1, bias=False), T.BatchNorm2d(cout), T.ReLU(),
+                         T.Conv2d(cout, cout, 3, 1, 1, bias=False), T.BatchNorm2d(cout))
+        sc = None if stride == 1 and cin == cout else T.Sequential(T.Conv2d(cin, cout, 1, stride, bias=False),
+                                                                   T.BatchNorm2d(cout))
+        return T.Sequential(Residual(b, sc), T.ReLU())
+
+    return T.Sequential(T.Conv2d(1, 16, 3, 1, 1, bias=False), T.BatchNorm2d(16), T.ReLU(), block(16, 16, 1),
+                        block(16, 32, 2), block(32, 64, 2), T.AdaptiveAvgPool2d(1), T.Flatten(), T.Linear(64, 10))
