@@ -362,7 +362,7 @@ def test_cpp_exceptions_map_to_python(kind, error):
 # ---- backend module, probes, build info --------------------------------------
 
 def test_backend_module_surface():
-    assert cpu.NATIVE_OPS == frozenset({"relu", "relu_backward"})
+    assert {"relu", "relu_backward"} <= cpu.NATIVE_OPS
     info = cpu.build_info()
     assert info["version"] == "0.1.0" and info["build_type"] and info["compiler"]
     assert "-march=native" not in str(info)
