@@ -1,0 +1,202 @@
+// The GEMM operator: cache blocking, packing, and the split over threads.
+//
+// Loop nest (Goto/BLIS): for each nc-wide block of columns, for each kc-deep
+// slice of k, pack B (kc x nc) into NR-wide panels; for each mc-tall block of
+// rows, pack A (mc x kc) into MR-tall panels; then run the micro-kernel over
+// every (NR panel, MR panel) pair, the A panels innermost so one B panel stays
+// in L1 while the A block streams from L2.
+#include "gemm/gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "core/workspace.h"
+#include "gemm/gemm_ukernel.h"
+
+namespace nnkern::gemm {
+namespace {
+
+template <class T>
+struct GemmKernel {
+  GemmUkernelFn<T> fn;
+  std::size_t mr, nr;
+};
+
+struct GemmConfig {
+  PerIsa<GemmKernel<float>> f32;
+  PerIsa<GemmKernel<double>> f64;
+};
+
+const GemmConfig kGemm = {
+    {{f32_gemm_4x4_scalar, 4, 4},
+     {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16},
+     {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32}},
+    {{f64_gemm_4x4_scalar, 4, 4},
+     {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8},
+     {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16}},
+};
+
+GemmKernel<float> kernel_for(Isa isa, float) { return kGemm.f32.pick(isa); }
+GemmKernel<double> kernel_for(Isa isa, double) { return kGemm.f64.pick(isa); }
+
+// Cache blocking, from this CPU class's caches (48 KiB L1d, 2 MiB L2 per
+// core; a larger shared L3):
+//  - kc: one kc x NR panel of B takes ~2/3 of L1 (32 KiB), leaving room for
+//    the MR x kc panel of A and the C tile; capped at 512 so the narrow
+//    scalar tile does not give very deep, L2-missing panels of A.
+//  - mc: the mc x kc block of A takes half of L2 (1 MiB), so it stays there
+//    while every B panel of the block passes over it.
+//  - nc: the kc x nc block of B takes 4 MiB (L3), bounding the scratch size.
+constexpr std::size_t kL1PanelBytes = std::size_t{32} << 10;
+constexpr std::size_t kL2BlockBytes = std::size_t{1} << 20;
+constexpr std::size_t kL3BlockBytes = std::size_t{4} << 20;
+constexpr std::size_t kMaxKc = 512;
+
+// Below ~0.5 MFLOP (a few microseconds) a task is not worth waking a thread.
+constexpr double kMinTaskFlops = 1 << 19;
+
+std::size_t round_up(std::size_t x, std::size_t to) { return (x + to - 1) / to * to; }
+
+struct Blocking {
+  std::size_t kc, mc, nc;
+};
+
+template <class T>
+Blocking blocking_for(const GemmKernel<T>& uk, std::size_t k) {
+  const std::size_t kc = std::max<std::size_t>(1, std::min({kL1PanelBytes / (uk.nr * sizeof(T)), kMaxKc, k}));
+  const std::size_t mc = std::max<std::size_t>(1, kL2BlockBytes / (kc * sizeof(T) * uk.mr)) * uk.mr;
+  const std::size_t nc = std::max<std::size_t>(1, kL3BlockBytes / (kc * sizeof(T) * uk.nr)) * uk.nr;
+  return {kc, mc, nc};
+}
+
+// A (rows x depth, at `a`) into MR-tall panels: out[panel][p][i], rows past
+// the matrix zero. The loop order follows A's unit-stride dimension.
+template <class T>
+void pack_a(std::size_t rows, std::size_t depth, const T* a, std::ptrdiff_t rs, std::ptrdiff_t cs, std::size_t mr,
+            T* out) {
+  for (std::size_t r0 = 0; r0 < rows; r0 += mr, out += mr * depth) {
+    const std::size_t h = std::min(mr, rows - r0);
+    const T* src = a + static_cast<std::ptrdiff_t>(r0) * rs;
+    if (cs == 1) {
+      for (std::size_t i = 0; i < h; ++i) {
+        const T* row = src + static_cast<std::ptrdiff_t>(i) * rs;
+        for (std::size_t p = 0; p < depth; ++p) out[p * mr + i] = row[p];
+      }
+    } else {
+      for (std::size_t p = 0; p < depth; ++p) {
+        const T* col = src + static_cast<std::ptrdiff_t>(p) * cs;
+        for (std::size_t i = 0; i < h; ++i) out[p * mr + i] = col[static_cast<std::ptrdiff_t>(i) * rs];
+      }
+    }
+    if (h < mr) {
+      for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * mr + h, out + (p + 1) * mr, T(0));
+    }
+  }
+}
+
+// B (depth x cols, at `b`) into NR-wide panels: out[panel][p][j], columns past
+// the matrix zero.
+template <class T>
+void pack_b(std::size_t depth, std::size_t cols, const T* b, std::ptrdiff_t rs, std::ptrdiff_t cs, std::size_t nr,
+            T* out) {
+  for (std::size_t c0 = 0; c0 < cols; c0 += nr, out += nr * depth) {
+    const std::size_t w = std::min(nr, cols - c0);
+    const T* src = b + static_cast<std::ptrdiff_t>(c0) * cs;
+    if (cs == 1) {
+      for (std::size_t p = 0; p < depth; ++p) {
+        std::memcpy(out + p * nr, src + static_cast<std::ptrdiff_t>(p) * rs, w * sizeof(T));
+      }
+    } else {
+      for (std::size_t j = 0; j < w; ++j) {
+        const T* col = src + static_cast<std::ptrdiff_t>(j) * cs;
+        for (std::size_t p = 0; p < depth; ++p) out[p * nr + j] = col[static_cast<std::ptrdiff_t>(p) * rs];
+      }
+    }
+    if (w < nr) {
+      for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * nr + w, out + (p + 1) * nr, T(0));
+    }
+  }
+}
+
+// The rows [i0, i1) x columns [j0, j1) of C, on the calling thread.
+template <class T>
+void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& bl, std::size_t i0, std::size_t i1,
+                std::size_t j0, std::size_t j1) {
+  const std::size_t kc_max = bl.kc;
+  const std::size_t a_elems = std::min(bl.mc, round_up(i1 - i0, uk.mr)) * kc_max;
+  const std::size_t b_elems = std::min(bl.nc, round_up(j1 - j0, uk.nr)) * kc_max;
+  // B first: the kernels load B panels with aligned loads (scratch is 64-byte
+  // aligned, and a panel row is NR elements, a multiple of 64 bytes).
+  ScratchBuffer scratch = acquire_scratch((b_elems + a_elems) * sizeof(T));
+  T* const bpack = scratch.as<T>();
+  T* const apack = bpack + b_elems;
+
+  const auto& a = g.a;
+  const auto& b = g.b;
+  for (std::size_t jc = j0; jc < j1; jc += bl.nc) {
+    const std::size_t nb = std::min(bl.nc, j1 - jc);
+    // k == 0 still takes one (empty) slice: C = beta*C + bias.
+    for (std::size_t pc = 0; pc == 0 || pc < g.k; pc += kc_max) {
+      const std::size_t kb = std::min(kc_max, g.k - pc);
+      pack_b(kb, nb, b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
+                         static_cast<std::ptrdiff_t>(jc) * b.col_stride,
+             b.row_stride, b.col_stride, uk.nr, bpack);
+      // Later slices accumulate into what the first one wrote.
+      const T beta = pc == 0 ? g.beta : T(1);
+      const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
+      for (std::size_t ic = i0; ic < i1; ic += bl.mc) {
+        const std::size_t mb = std::min(bl.mc, i1 - ic);
+        pack_a(mb, kb, a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
+                           static_cast<std::ptrdiff_t>(pc) * a.col_stride,
+               a.row_stride, a.col_stride, uk.mr, apack);
+        for (std::size_t jr = 0; jr < nb; jr += uk.nr) {
+          T* c_col = g.c + ic * g.ldc + jc + jr;
+          const T* b_panel = bpack + jr * kb;
+          const T* bias_panel = bias != nullptr ? bias + jr : nullptr;
+          const std::size_t nr = std::min(uk.nr, nb - jr);
+          for (std::size_t ir = 0; ir < mb; ir += uk.mr) {
+            uk.fn(std::min(uk.mr, mb - ir), nr, kb, apack + ir * kb, b_panel, c_col + ir * g.ldc, g.ldc, g.alpha,
+                  beta, bias_panel);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void gemm_typed(const GemmArgs<T>& g, Isa isa) {
+  if (g.m == 0 || g.n == 0) return;
+  const GemmKernel<T> uk = kernel_for(isa, T());
+  const Blocking bl = blocking_for(uk, g.k);
+  // Split the larger tile dimension into contiguous runs of whole tiles; the
+  // other operand is packed by every task (the price of tasks that need no
+  // synchronisation).
+  const std::size_t m_tiles = (g.m + uk.mr - 1) / uk.mr;
+  const std::size_t n_tiles = (g.n + uk.nr - 1) / uk.nr;
+  const bool split_n = n_tiles >= m_tiles;
+  const std::size_t tiles = split_n ? n_tiles : m_tiles;
+  const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
+                       static_cast<double>(std::max<std::size_t>(g.k, 1));
+  const std::size_t tasks = std::max<std::size_t>(1, std::min<double>(static_cast<double>(tiles), flops / kMinTaskFlops));
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t t0 = chunk_range(tiles, tasks, first).first;
+    const std::size_t t1 = chunk_range(tiles, tasks, last - 1).second;
+    if (split_n) {
+      gemm_block(g, uk, bl, 0, g.m, t0 * uk.nr, std::min(g.n, t1 * uk.nr));
+    } else {
+      gemm_block(g, uk, bl, t0 * uk.mr, std::min(g.m, t1 * uk.mr), 0, g.n);
+    }
+  });
+}
+
+}  // namespace
+
+void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
+void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
+void gemm(const GemmArgs<float>& args) { gemm_typed(args, active_isa()); }
+void gemm(const GemmArgs<double>& args) { gemm_typed(args, active_isa()); }
+
+}  // namespace nnkern::gemm

@@ -1,0 +1,41 @@
+// GEMM micro-kernels: one register tile of C from packed panels.
+//
+//   a: kc x MR panel of A, column by column (a[p * MR + i] = A(i, p)), rows
+//      past mr zero-padded; b: kc x NR panel of B, row by row
+//      (b[p * NR + j] = B(p, j)), columns past nr zero-padded, 64-byte aligned.
+//   C(i, j) = alpha * sum_p a(i, p) b(p, j) + beta * C(i, j) (+ bias[j])
+//   for i < mr <= MR, j < nr <= NR; C is not read when beta == 0, bias may be
+//   null. The sum runs over p in ascending order (one FMA per step in the
+// vector kernels).
+//
+// Names follow XNNPACK: <dtype>_gemm_<MR>x<NR>_<isa>. The operator (gemm.cpp)
+// reads MR and NR from its config table next to each function.
+#pragma once
+
+#include <cstddef>
+
+namespace nnkern::gemm {
+
+template <class T>
+using GemmUkernelFn = void (*)(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c,
+                               std::size_t ldc, T alpha, T beta, const T* bias);
+
+// Scalar: 4x4 keeps 16 accumulators in registers on any target.
+void f32_gemm_4x4_scalar(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                         std::size_t ldc, float alpha, float beta, const float* bias);
+void f64_gemm_4x4_scalar(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b, double* c,
+                         std::size_t ldc, double alpha, double beta, const double* bias);
+
+// AVX2: 6 rows x 2 ymm = 12 accumulators + 2 B vectors + 1 broadcast of 16 registers.
+void f32_gemm_6x16_avx2(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                        std::size_t ldc, float alpha, float beta, const float* bias);
+void f64_gemm_6x8_avx2(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b, double* c,
+                       std::size_t ldc, double alpha, double beta, const double* bias);
+
+// AVX-512: 14 rows x 2 zmm = 28 accumulators + 2 B vectors + 1 broadcast of 32 registers.
+void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                           std::size_t ldc, float alpha, float beta, const float* bias);
+void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
+                           double* c, std::size_t ldc, double alpha, double beta, const double* bias);
+
+}  // namespace nnkern::gemm
