@@ -101,6 +101,7 @@ def test_strided_and_negative_strides(isa, dtype):
     c = rng.standard_normal((m, n)).astype(dtype)
     for a, b in [(big_a[::2, ::3], big_b[:, ::2]),          # positive strides, neither unit
                  (big_a[::-2, 1::3], big_b[::-1, ::-2]),    # negative strides
+                 (big_a[::-2, :k], big_b[::-1, :n]),        # negative row strides, unit column stride
                  (big_a[:m, :k], big_b[:, :n])]:            # unit column stride, padded rows
         check(run(a, b, c, False, False, 1.0, 0.5, isa), reference(a, b, c, False, False, 1.0, 0.5), dtype)
         at = np.asfortranarray(a).T  # a transposed view of a column-major copy: op(at) = a with unit row stride

@@ -3,12 +3,12 @@
 // Loop nest (Goto/BLIS): for each nc-wide block of columns, for each kc-deep
 // slice of k, pack B (kc x nc) into NR-wide panels; for each mc-tall block of
 // rows, pack A (mc x kc) into MR-tall panels; then run the micro-kernel over
-// every (NR panel, MR panel) pair, the A panels innermost so one B panel stays
-// in L1 while the A block streams from L2.
+// every (MR panel, NR panel) pair, the B panels innermost: one MR x kc panel
+// of A stays in L1 while the B block streams from L2. (The other order, one
+// B panel in L1 under a streaming A block, measured ~8% slower on M1.)
 #include "gemm/gemm.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -22,6 +22,7 @@ template <class T>
 struct GemmKernel {
   GemmUkernelFn<T> fn;
   std::size_t mr, nr;
+  PackTransposeFn<T> pack_transpose;  // null: the portable loop
 };
 
 struct GemmConfig {
@@ -30,12 +31,12 @@ struct GemmConfig {
 };
 
 const GemmConfig kGemm = {
-    {{f32_gemm_4x4_scalar, 4, 4},
-     {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16},
-     {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32}},
-    {{f64_gemm_4x4_scalar, 4, 4},
-     {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8},
-     {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16}},
+    {{f32_gemm_4x4_scalar, 4, 4, nullptr},
+     {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16, nullptr},
+     {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32, NNKERN_X86_ONLY(f32_pack_transpose_avx512)}},
+    {{f64_gemm_4x4_scalar, 4, 4, nullptr},
+     {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8, nullptr},
+     {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16, nullptr}},
 };
 
 GemmKernel<float> kernel_for(Isa isa, float) { return kGemm.f32.pick(isa); }
@@ -43,15 +44,16 @@ GemmKernel<double> kernel_for(Isa isa, double) { return kGemm.f64.pick(isa); }
 
 // Cache blocking, from this CPU class's caches (48 KiB L1d, 2 MiB L2 per
 // core; a larger shared L3):
-//  - kc: one kc x NR panel of B takes ~2/3 of L1 (32 KiB), leaving room for
-//    the MR x kc panel of A and the C tile; capped at 512 so the narrow
-//    scalar tile does not give very deep, L2-missing panels of A.
-//  - mc: the mc x kc block of A takes half of L2 (1 MiB), so it stays there
-//    while every B panel of the block passes over it.
-//  - nc: the kc x nc block of B takes 4 MiB (L3), bounding the scratch size.
+//  - kc: one MR x kc panel of A stays in L1 while B panels stream past it;
+//    kc x NR x 4 bytes = 32 KiB per B panel at NR = 32 (2/3 of L1), capped
+//    at 512 for the narrow tiles so A panels stay small.
+//  - nc: the kc x nc block of B takes half of L2 (1 MiB), so it is read
+//    from L2, not memory, by every A panel.
+//  - mc: A panels are used one at a time, so mc only bounds the scratch
+//    (4 MiB of packed A).
 constexpr std::size_t kL1PanelBytes = std::size_t{32} << 10;
 constexpr std::size_t kL2BlockBytes = std::size_t{1} << 20;
-constexpr std::size_t kL3BlockBytes = std::size_t{4} << 20;
+constexpr std::size_t kABlockBytes = std::size_t{4} << 20;
 constexpr std::size_t kMaxKc = 512;
 
 // Below ~0.5 MFLOP (a few microseconds) a task is not worth waking a thread.
@@ -66,56 +68,43 @@ struct Blocking {
 template <class T>
 Blocking blocking_for(const GemmKernel<T>& uk, std::size_t k) {
   const std::size_t kc = std::max<std::size_t>(1, std::min({kL1PanelBytes / (uk.nr * sizeof(T)), kMaxKc, k}));
-  const std::size_t mc = std::max<std::size_t>(1, kL2BlockBytes / (kc * sizeof(T) * uk.mr)) * uk.mr;
-  const std::size_t nc = std::max<std::size_t>(1, kL3BlockBytes / (kc * sizeof(T) * uk.nr)) * uk.nr;
+  const std::size_t mc = std::max<std::size_t>(1, kABlockBytes / (kc * sizeof(T) * uk.mr)) * uk.mr;
+  const std::size_t nc = std::max<std::size_t>(1, kL2BlockBytes / (kc * sizeof(T) * uk.nr)) * uk.nr;
   return {kc, mc, nc};
 }
 
-// A (rows x depth, at `a`) into MR-tall panels: out[panel][p][i], rows past
-// the matrix zero. The loop order follows A's unit-stride dimension.
+// Panels of `width` lines (rows of A, columns of B) x depth, from a source
+// where line l, step p is at src[l * line_stride + p * step_stride]:
+// out[panel][p][l], lines past `lines` zero. When a line's steps are
+// contiguous, the ISA's transpose packs it (if it has one); otherwise the
+// loop order follows the unit-stride direction.
 template <class T>
-void pack_a(std::size_t rows, std::size_t depth, const T* a, std::ptrdiff_t rs, std::ptrdiff_t cs, std::size_t mr,
-            T* out) {
-  for (std::size_t r0 = 0; r0 < rows; r0 += mr, out += mr * depth) {
-    const std::size_t h = std::min(mr, rows - r0);
-    const T* src = a + static_cast<std::ptrdiff_t>(r0) * rs;
-    if (cs == 1) {
-      for (std::size_t i = 0; i < h; ++i) {
-        const T* row = src + static_cast<std::ptrdiff_t>(i) * rs;
-        for (std::size_t p = 0; p < depth; ++p) out[p * mr + i] = row[p];
+void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdiff_t line_stride,
+                 std::ptrdiff_t step_stride, std::size_t width, PackTransposeFn<T> transpose, T* out) {
+  for (std::size_t l0 = 0; l0 < lines; l0 += width, out += width * depth) {
+    const std::size_t h = std::min(width, lines - l0);
+    const T* s = src + static_cast<std::ptrdiff_t>(l0) * line_stride;
+    if (step_stride == 1 && transpose != nullptr) {
+      transpose(h, depth, s, line_stride, out, width);
+    } else if (step_stride == 1) {
+      for (std::size_t l = 0; l < h; ++l) {
+        const T* line = s + static_cast<std::ptrdiff_t>(l) * line_stride;
+        for (std::size_t p = 0; p < depth; ++p) out[p * width + l] = line[p];
+      }
+    } else if (line_stride == 1) {
+      for (std::size_t p = 0; p < depth; ++p) {
+        const T* step = s + static_cast<std::ptrdiff_t>(p) * step_stride;
+        for (std::size_t l = 0; l < h; ++l) out[p * width + l] = step[l];
       }
     } else {
       for (std::size_t p = 0; p < depth; ++p) {
-        const T* col = src + static_cast<std::ptrdiff_t>(p) * cs;
-        for (std::size_t i = 0; i < h; ++i) out[p * mr + i] = col[static_cast<std::ptrdiff_t>(i) * rs];
+        for (std::size_t l = 0; l < h; ++l) {
+          out[p * width + l] = s[static_cast<std::ptrdiff_t>(l) * line_stride + static_cast<std::ptrdiff_t>(p) * step_stride];
+        }
       }
     }
-    if (h < mr) {
-      for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * mr + h, out + (p + 1) * mr, T(0));
-    }
-  }
-}
-
-// B (depth x cols, at `b`) into NR-wide panels: out[panel][p][j], columns past
-// the matrix zero.
-template <class T>
-void pack_b(std::size_t depth, std::size_t cols, const T* b, std::ptrdiff_t rs, std::ptrdiff_t cs, std::size_t nr,
-            T* out) {
-  for (std::size_t c0 = 0; c0 < cols; c0 += nr, out += nr * depth) {
-    const std::size_t w = std::min(nr, cols - c0);
-    const T* src = b + static_cast<std::ptrdiff_t>(c0) * cs;
-    if (cs == 1) {
-      for (std::size_t p = 0; p < depth; ++p) {
-        std::memcpy(out + p * nr, src + static_cast<std::ptrdiff_t>(p) * rs, w * sizeof(T));
-      }
-    } else {
-      for (std::size_t j = 0; j < w; ++j) {
-        const T* col = src + static_cast<std::ptrdiff_t>(j) * cs;
-        for (std::size_t p = 0; p < depth; ++p) out[p * nr + j] = col[static_cast<std::ptrdiff_t>(p) * rs];
-      }
-    }
-    if (w < nr) {
-      for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * nr + w, out + (p + 1) * nr, T(0));
+    if (h < width) {
+      for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * width + h, out + (p + 1) * width, T(0));
     }
   }
 }
@@ -140,25 +129,25 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
     // k == 0 still takes one (empty) slice: C = beta*C + bias.
     for (std::size_t pc = 0; pc == 0 || pc < g.k; pc += kc_max) {
       const std::size_t kb = std::min(kc_max, g.k - pc);
-      pack_b(kb, nb, b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
-                         static_cast<std::ptrdiff_t>(jc) * b.col_stride,
-             b.row_stride, b.col_stride, uk.nr, bpack);
+      pack_panels(nb, kb,
+                  b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
+                      static_cast<std::ptrdiff_t>(jc) * b.col_stride,
+                  b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, bpack);
       // Later slices accumulate into what the first one wrote.
       const T beta = pc == 0 ? g.beta : T(1);
       const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
       for (std::size_t ic = i0; ic < i1; ic += bl.mc) {
         const std::size_t mb = std::min(bl.mc, i1 - ic);
-        pack_a(mb, kb, a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
-                           static_cast<std::ptrdiff_t>(pc) * a.col_stride,
-               a.row_stride, a.col_stride, uk.mr, apack);
-        for (std::size_t jr = 0; jr < nb; jr += uk.nr) {
-          T* c_col = g.c + ic * g.ldc + jc + jr;
-          const T* b_panel = bpack + jr * kb;
-          const T* bias_panel = bias != nullptr ? bias + jr : nullptr;
-          const std::size_t nr = std::min(uk.nr, nb - jr);
-          for (std::size_t ir = 0; ir < mb; ir += uk.mr) {
-            uk.fn(std::min(uk.mr, mb - ir), nr, kb, apack + ir * kb, b_panel, c_col + ir * g.ldc, g.ldc, g.alpha,
-                  beta, bias_panel);
+        pack_panels(mb, kb,
+                    a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
+                        static_cast<std::ptrdiff_t>(pc) * a.col_stride,
+                    a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
+        for (std::size_t ir = 0; ir < mb; ir += uk.mr) {
+          const std::size_t mr = std::min(uk.mr, mb - ir);
+          T* c_row = g.c + (ic + ir) * g.ldc + jc;
+          for (std::size_t jr = 0; jr < nb; jr += uk.nr) {
+            uk.fn(mr, std::min(uk.nr, nb - jr), kb, apack + ir * kb, bpack + jr * kb, c_row + jr, g.ldc, g.alpha,
+                  beta, bias != nullptr ? bias + jr : nullptr);
           }
         }
       }

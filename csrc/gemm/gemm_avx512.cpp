@@ -51,12 +51,22 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
                T alpha, T beta, const T* bias) {
   using Z = Zmm<T>;
   constexpr std::size_t NR = NV * Z::kLanes;
+  // The C tile is read (beta != 0) and written after the k loop; its rows are
+  // ldc apart, often a multiple of 4 KiB, so they compete for a few L1 sets
+  // and are usually evicted between visits: fetch them while the FMAs run.
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < MR; ++i) {
+    if (i >= mr) break;
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
   typename Z::V acc[MR][NV];
 #pragma GCC unroll 16
   for (std::size_t i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::zero();
   }
+#pragma GCC unroll 4
   for (std::size_t p = 0; p < kc; ++p, a += MR, b += NR) {
     typename Z::V bv[NV];
 #pragma GCC unroll 4
@@ -91,7 +101,54 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
   }
 }
 
+// Transposes 16 rows of 16 floats in registers: three rounds of shuffles
+// (pairs of elements, quads within 128-bit lanes, then 128-bit lanes).
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  // r[4 i + q], 128-bit lane l: rows 4i..4i+3 at column 4l + q.
+  for (int q = 0; q < 4; ++q) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xee);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xee);
+    t[q] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[8 + q] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
 }  // namespace
+
+void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float* src, std::ptrdiff_t ld_src,
+                               float* out, std::size_t ld_out) {
+  for (std::size_t r0 = 0; r0 < rows; r0 += 16) {
+    const std::size_t h = rows - r0 < 16 ? rows - r0 : 16;
+    const __mmask16 row_mask = Zmm<float>::mask(h);
+    for (std::size_t p0 = 0; p0 < depth; p0 += 16) {
+      const std::size_t d = depth - p0 < 16 ? depth - p0 : 16;
+      const __mmask16 depth_mask = Zmm<float>::mask(d);
+      __m512 v[16];
+      for (std::size_t r = 0; r < 16; ++r) {
+        v[r] = r < h ? _mm512_maskz_loadu_ps(depth_mask, src + static_cast<std::ptrdiff_t>(r0 + r) * ld_src + p0)
+                     : _mm512_setzero_ps();
+      }
+      transpose16x16(v);
+      for (std::size_t q = 0; q < d; ++q) _mm512_mask_storeu_ps(out + (p0 + q) * ld_out + r0, row_mask, v[q]);
+    }
+  }
+}
 
 void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
                            std::size_t ldc, float alpha, float beta, const float* bias) {

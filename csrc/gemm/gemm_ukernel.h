@@ -38,4 +38,16 @@ void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const
 void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
                            double* c, std::size_t ldc, double alpha, double beta, const double* bias);
 
+// Packing helper: out[p * ld_out + r] = src[r * ld_src + p] for r < rows,
+// p < depth (a transpose of rows x depth). It packs A when A's rows are
+// contiguous and B when B's columns are (x and W^T in linear), where a plain
+// loop would move one element per instruction.
+template <class T>
+using PackTransposeFn = void (*)(std::size_t rows, std::size_t depth, const T* src, std::ptrdiff_t ld_src, T* out,
+                                 std::size_t ld_out);
+
+// 16 x 16 blocks transposed in registers.
+void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float* src, std::ptrdiff_t ld_src,
+                               float* out, std::size_t ld_out);
+
 }  // namespace nnkern::gemm
