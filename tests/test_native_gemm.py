@@ -15,8 +15,8 @@ DTYPES = [np.float32, np.float64]
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Register tile (MR, NR) of each family for float32; float64 tiles have half the columns on the vector families.
 TILE = {"avx512": (14, 32), "avx2": (6, 16), "scalar": (4, 4)}
-# kc (the k-slice depth): 256 on avx512, 512 on avx2 and scalar; these k straddle both.
-K_EDGES = [1, 2, 3, 255, 256, 257, 511, 512, 513, 1030]
+# kc (the k-slice depth) is 512 for float32 on every family, 292 for float64 on avx512; these k straddle both.
+K_EDGES = [1, 2, 3, 291, 292, 293, 511, 512, 513, 1030]
 
 
 def tile(isa, dtype):
@@ -154,9 +154,9 @@ def test_empty_and_k_zero(isa, dtype):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_block_boundaries(isa):
-    """Rows past mc (1022 on avx512) and columns past nc (4096 at kc = 256) take further blocks."""
+    """Rows past mc (2044 on avx512) and columns past nc (512 at kc = 512) take further blocks."""
     rng = np.random.default_rng(9)
-    for m, n, k in [(1100, 40, 300), (3, 4200, 260)]:
+    for m, n, k in [(2100, 40, 530), (3, 1100, 520)]:
         a, b, c = operands(rng, m, n, k, np.float32, trans_b=True)
         check(run(a, b, c, False, True, 1.0, 1.0, isa), reference(a, b, c, False, True, 1.0, 1.0), np.float32)
 
