@@ -1,8 +1,8 @@
 // AVX2 GEMM micro-kernels, A broadcast: per k step, 2 aligned loads of B,
 // 6 broadcasts of A and 12 FMAs into 12 ymm accumulators (15 of 16
 // registers live; 12 chains cover two FMA ports at 4-5 cycles latency).
-// Column remainders use maskload/maskstore; row remainders compute the
-// zero-padded rows and skip their stores.
+// Column remainders use maskload/maskstore; row remainders run a kernel
+// instance with exactly that many rows.
 #include <immintrin.h>
 
 #include "gemm/gemm_ukernel.h"
@@ -50,14 +50,16 @@ struct Ymm<double> {
   }
 };
 
-template <class T, std::size_t MR, std::size_t NV>
-void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
-               T alpha, T beta, const T* bias) {
+// ROWS rows of C from an A panel packed MR rows wide (ROWS <= MR): a tile
+// with fewer rows than the panel does only the FMAs it stores.
+template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV>
+void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
+               const T* bias) {
   using Y = Ymm<T>;
   constexpr std::size_t NR = NV * Y::kLanes;
-  typename Y::V acc[MR][NV];
+  typename Y::V acc[ROWS][NV];
 #pragma GCC unroll 8
-  for (std::size_t i = 0; i < MR; ++i) {
+  for (std::size_t i = 0; i < ROWS; ++i) {
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Y::zero();
   }
@@ -66,7 +68,7 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) bv[j] = Y::load(b + j * Y::kLanes);
 #pragma GCC unroll 8
-    for (std::size_t i = 0; i < MR; ++i) {
+    for (std::size_t i = 0; i < ROWS; ++i) {
       const typename Y::V ai = Y::set1(a[i]);
 #pragma GCC unroll 4
       for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Y::fmadd(ai, bv[j], acc[i][j]);
@@ -82,8 +84,7 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
   }
   const typename Y::V alpha_v = Y::set1(alpha), beta_v = Y::set1(beta);
 #pragma GCC unroll 8
-  for (std::size_t i = 0; i < MR; ++i) {
-    if (i >= mr) break;
+  for (std::size_t i = 0; i < ROWS; ++i) {
     T* row = c + i * ldc;
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) {
@@ -93,6 +94,16 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
       Y::store(row + j * Y::kLanes, m[j], v);
     }
   }
+}
+
+// mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
+template <class T, std::size_t MR, std::size_t NV, std::size_t ROWS = MR>
+void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
+               T alpha, T beta, const T* bias) {
+  if constexpr (ROWS > 1) {
+    if (mr < ROWS) return gemm_tile<T, MR, NV, ROWS - 1>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+  }
+  gemm_rows<T, ROWS, MR, NV>(nr, kc, a, b, c, ldc, alpha, beta, bias);
 }
 
 }  // namespace

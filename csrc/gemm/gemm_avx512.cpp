@@ -3,7 +3,7 @@
 // registers live). Two FMA ports with 4-cycle latency need >= 8 independent
 // chains; 28 chains leave room, and 16 loads per 28 FMAs stay under the two
 // load ports. Column remainders use masked loads and stores; row remainders
-// compute the zero-padded rows and skip their stores.
+// run a kernel instance with exactly that many rows.
 #include <immintrin.h>
 
 #include "gemm/gemm_ukernel.h"
@@ -46,23 +46,24 @@ struct Zmm<double> {
   static Mask mask(std::size_t n) { return n >= kLanes ? Mask(0xff) : Mask((1u << n) - 1u); }
 };
 
-template <class T, std::size_t MR, std::size_t NV>
-void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
-               T alpha, T beta, const T* bias) {
+// ROWS rows of C from an A panel packed MR rows wide (ROWS <= MR): a tile
+// with fewer rows than the panel does only the FMAs it stores.
+template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV>
+void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
+               const T* bias) {
   using Z = Zmm<T>;
   constexpr std::size_t NR = NV * Z::kLanes;
   // The C tile is read (beta != 0) and written after the k loop; its rows are
   // ldc apart, often a multiple of 4 KiB, so they compete for a few L1 sets
   // and are usually evicted between visits: fetch them while the FMAs run.
 #pragma GCC unroll 16
-  for (std::size_t i = 0; i < MR; ++i) {
-    if (i >= mr) break;
+  for (std::size_t i = 0; i < ROWS; ++i) {
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
-  typename Z::V acc[MR][NV];
+  typename Z::V acc[ROWS][NV];
 #pragma GCC unroll 16
-  for (std::size_t i = 0; i < MR; ++i) {
+  for (std::size_t i = 0; i < ROWS; ++i) {
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::zero();
   }
@@ -72,7 +73,7 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) bv[j] = Z::load(b + j * Z::kLanes);
 #pragma GCC unroll 16
-    for (std::size_t i = 0; i < MR; ++i) {
+    for (std::size_t i = 0; i < ROWS; ++i) {
       const typename Z::V ai = Z::set1(a[i]);
 #pragma GCC unroll 4
       for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::fmadd(ai, bv[j], acc[i][j]);
@@ -88,8 +89,7 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
   }
   const typename Z::V alpha_v = Z::set1(alpha), beta_v = Z::set1(beta);
 #pragma GCC unroll 16
-  for (std::size_t i = 0; i < MR; ++i) {
-    if (i >= mr) break;
+  for (std::size_t i = 0; i < ROWS; ++i) {
     T* row = c + i * ldc;
 #pragma GCC unroll 4
     for (std::size_t j = 0; j < NV; ++j) {
@@ -99,6 +99,16 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
       Z::store(row + j * Z::kLanes, m[j], v);
     }
   }
+}
+
+// mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
+template <class T, std::size_t MR, std::size_t NV, std::size_t ROWS = MR>
+void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
+               T alpha, T beta, const T* bias) {
+  if constexpr (ROWS > 1) {
+    if (mr < ROWS) return gemm_tile<T, MR, NV, ROWS - 1>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+  }
+  gemm_rows<T, ROWS, MR, NV>(nr, kc, a, b, c, ldc, alpha, beta, bias);
 }
 
 // Transposes 16 rows of 16 floats in registers: three rounds of shuffles
