@@ -153,6 +153,23 @@ def test_empty_and_k_zero(isa, dtype):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_m_against_transposed_b(isa, dtype):
+    """m <= 4 with B = W^T (rows of W contiguous) takes the unpacked dot kernel on avx512 float32: every m up
+    to one past it, columns around its group of 4 and its 64-column tasks, k around its 16 lanes."""
+    rng = np.random.default_rng(14)
+    for m in range(1, 6):
+        for n in [1, 3, 4, 5, 63, 64, 65, 130]:
+            for k in [0, 1, 15, 16, 17, 100]:
+                a, b, c = operands(rng, m, n, k, dtype, trans_b=True)
+                bias = rng.standard_normal(n).astype(dtype)
+                out = run(a, b, c, False, True, 1.5, -0.5, isa, bias)
+                check(out, reference(a, b, c, False, True, 1.5, -0.5, bias), dtype)
+                c_nan = np.full((m, n), np.nan, dtype=dtype)
+                check(run(a, b, c_nan, False, True, 1.0, 0.0, isa), reference(a, b, c, False, True, 1.0, 0.0), dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_block_boundaries(isa):
     """Rows past mc (2044 on avx512) and columns past nc (512 at kc = 512) take further blocks."""
     rng = np.random.default_rng(9)
@@ -174,13 +191,13 @@ def test_same_bits_for_any_thread_count(isa, dtype, threads):
     """The k-reduction never depends on the split, so 1 and 2 threads (and reruns) give identical bits."""
     rng = np.random.default_rng(10)
     results = []
-    for m, n, k in [(300, 200, 700), (40, 500, 300)]:
-        a, b, c = operands(rng, m, n, k, dtype)
+    for m, n, k, trans_b in [(300, 200, 700, False), (40, 500, 300, False), (3, 2000, 600, True)]:
+        a, b, c = operands(rng, m, n, k, dtype, trans_b=trans_b)
         per_count = []
         for t in (1, 2, 2):
             threads(t)
-            per_count.append(run(a, b, c, False, False, 1.0, 1.0, isa))
-        check(per_count[0], reference(a, b, c, False, False, 1.0, 1.0), dtype)
+            per_count.append(run(a, b, c, False, trans_b, 1.0, 1.0, isa))
+        check(per_count[0], reference(a, b, c, False, trans_b, 1.0, 1.0), dtype)
         results.append(per_count)
     for per_count in results:
         for r in per_count[1:]:

@@ -23,7 +23,12 @@ struct GemmKernel {
   GemmUkernelFn<T> fn;
   std::size_t mr, nr;
   PackTransposeFn<T> pack_transpose;  // null: the portable loop
+  GemmDotFn<T> dot;                   // null: small m takes the packed path too
 };
+
+// Rows up to which `dot` replaces the packed path (when B = W^T with W's rows
+// contiguous): there packing W would cost as much as the multiply itself.
+constexpr std::size_t kDotMaxM = 4;
 
 struct GemmConfig {
   PerIsa<GemmKernel<float>> f32;
@@ -31,12 +36,13 @@ struct GemmConfig {
 };
 
 const GemmConfig kGemm = {
-    {{f32_gemm_4x4_scalar, 4, 4, nullptr},
-     {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16, nullptr},
-     {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32, NNKERN_X86_ONLY(f32_pack_transpose_avx512)}},
-    {{f64_gemm_4x4_scalar, 4, 4, nullptr},
-     {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8, nullptr},
-     {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16, nullptr}},
+    {{f32_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32, NNKERN_X86_ONLY(f32_pack_transpose_avx512),
+      NNKERN_X86_ONLY(f32_gemm_dot_4_avx512)}},
+    {{f64_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16, nullptr, nullptr}},
 };
 
 GemmKernel<float> kernel_for(Isa isa, float) { return kGemm.f32.pick(isa); }
@@ -156,10 +162,33 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
   }
 }
 
+// Small m: columns split over threads in runs of 64 (a multiple of the dot
+// kernel's 4), each column's sum computed whole by one thread.
+template <class T>
+void gemm_dot(const GemmArgs<T>& g, GemmDotFn<T> dot) {
+  constexpr std::size_t kCols = 64;
+  const std::size_t col_tasks = (g.n + kCols - 1) / kCols;
+  const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.k);
+  const std::size_t tasks =
+      std::max<std::size_t>(1, std::min<double>(static_cast<double>(col_tasks), flops / kMinTaskFlops));
+  const auto lda = static_cast<std::size_t>(g.a.row_stride), ldw = static_cast<std::size_t>(g.b.col_stride);
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kCols;
+    const std::size_t j1 = std::min(g.n, chunk_range(col_tasks, tasks, last - 1).second * kCols);
+    dot(g.m, j1 - j0, g.k, g.a.data, lda, g.b.data + j0 * ldw, ldw, g.c + j0, g.ldc, g.alpha, g.beta,
+        g.bias != nullptr ? g.bias + j0 : nullptr);
+  });
+}
+
 template <class T>
 void gemm_typed(const GemmArgs<T>& g, Isa isa) {
   if (g.m == 0 || g.n == 0) return;
   const GemmKernel<T> uk = kernel_for(isa, T());
+  if (uk.dot != nullptr && g.m <= kDotMaxM && g.a.col_stride == 1 && g.b.row_stride == 1 && g.a.row_stride >= 0 &&
+      g.b.col_stride >= 0) {
+    gemm_dot(g, uk.dot);
+    return;
+  }
   const Blocking bl = blocking_for(uk, g.k);
   // Split the larger tile dimension into contiguous runs of whole tiles; the
   // other operand is packed by every task (the price of tasks that need no

@@ -13,9 +13,11 @@
 //  - bias: null, or n elements added to each row after alpha*AB + beta*C.
 //  - k == 0: C = beta*C (+ bias); m == 0 or n == 0: nothing is touched.
 //  - Results are bit-identical for every run *and every thread count*: work is
-//    split over output tiles only, and each element's k-reduction (blocks of
-//    kc in ascending order, FMA chains inside a block) never depends on the
-//    split.
+//    split over output tiles only, and each element's k-reduction order is
+//    fixed by the shape and the kernel family, never by the split (packed
+//    path: kc-deep slices in ascending order, one FMA chain per slice; m <= 4
+//    against a W^T operand on avx512: 16-lane partial sums and a fixed
+//    reduction, see gemm_ukernel.h). Different families round differently.
 //  - Called from inside a parallel_for chunk, it runs on the calling thread
 //    (thread_pool.h), with the same bits.
 //  - Denormals: the caller sets FTZ/DAZ (bindings run_native does).

@@ -139,7 +139,59 @@ inline void transpose16x16(__m512 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+// rows (<= 4) rows of A against JW rows of W: 16-lane partial sums along k,
+// reduced at the end. No packing: each W element is used by every A row
+// while it is in a register, which is all the reuse a small m allows.
+template <std::size_t ROWS, std::size_t JW>
+void dot_rows(std::size_t k, const float* a, std::size_t lda, const float* w, std::size_t ldw, float* c,
+              std::size_t ldc, float alpha, float beta, const float* bias) {
+  __m512 acc[ROWS][JW];
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < JW; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  for (std::size_t p = 0; p < k; p += 16) {
+    const __mmask16 m = Zmm<float>::mask(k - p);
+    __m512 wv[JW];
+    for (std::size_t j = 0; j < JW; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + p);
+    for (std::size_t i = 0; i < ROWS; ++i) {
+      const __m512 av = _mm512_maskz_loadu_ps(m, a + i * lda + p);
+      for (std::size_t j = 0; j < JW; ++j) acc[i][j] = _mm512_fmadd_ps(av, wv[j], acc[i][j]);
+    }
+  }
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < JW; ++j) {
+      float v = _mm512_reduce_add_ps(acc[i][j]) * alpha;
+      if (beta != 0.0f) v += beta * c[i * ldc + j];
+      if (bias != nullptr) v += bias[j];
+      c[i * ldc + j] = v;
+    }
+  }
+}
+
+template <std::size_t ROWS>
+void dot_all(std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* w, std::size_t ldw, float* c,
+             std::size_t ldc, float alpha, float beta, const float* bias) {
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    dot_rows<ROWS, 4>(k, a, lda, w + j * ldw, ldw, c + j, ldc, alpha, beta, bias != nullptr ? bias + j : nullptr);
+  }
+  for (; j < n; ++j) {
+    dot_rows<ROWS, 1>(k, a, lda, w + j * ldw, ldw, c + j, ldc, alpha, beta, bias != nullptr ? bias + j : nullptr);
+  }
+}
+
 }  // namespace
+
+void f32_gemm_dot_4_avx512(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+                           const float* w, std::size_t ldw, float* c, std::size_t ldc, float alpha, float beta,
+                           const float* bias) {
+  switch (m) {
+    case 1: return dot_all<1>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+    case 2: return dot_all<2>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+    case 3: return dot_all<3>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+    default: return dot_all<4>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+  }
+}
 
 void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float* src, std::ptrdiff_t ld_src,
                                float* out, std::size_t ld_out) {

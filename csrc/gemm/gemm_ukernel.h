@@ -50,4 +50,17 @@ using PackTransposeFn = void (*)(std::size_t rows, std::size_t depth, const T* s
 void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float* src, std::ptrdiff_t ld_src,
                                float* out, std::size_t ld_out);
 
+// Small-m GEMM without packing, for B = W^T with W's rows contiguous (x W^T
+// in linear and the recurrent cells at batch 1..4):
+//   C(i, j) = alpha * sum_p a[i * lda + p] w[j * ldw + p] + beta * C(i, j)
+//   (+ bias[j]) for i < m <= 4, j < n; each sum is 16 lanes of partial
+//   sums along p, added by a fixed reduction tree.
+template <class T>
+using GemmDotFn = void (*)(std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda, const T* w,
+                           std::size_t ldw, T* c, std::size_t ldc, T alpha, T beta, const T* bias);
+
+void f32_gemm_dot_4_avx512(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+                           const float* w, std::size_t ldw, float* c, std::size_t ldc, float alpha, float beta,
+                           const float* bias);
+
 }  // namespace nnkern::gemm
