@@ -53,7 +53,7 @@ GemmKernel<double> kernel_for(Isa isa, double) { return kGemm.f64.pick(isa); }
 //  - kc: one MR x kc panel of A stays in L1 while B panels stream past it,
 //    so it may take 2/3 of L1 (32 KiB); capped at 512: deeper slices gain
 //    nothing more (C is re-read once per slice, 2 times for k = 1024) and
-//    make the B block shallower. On M1, kc = 512 measured ~3% faster than 256.
+//    narrow the B block (nc). On M1, kc = 512 measured ~3% faster than 256.
 //  - nc: the kc x nc block of B takes half of L2 (1 MiB), so it is read
 //    from L2, not memory, by every A panel.
 //  - mc: A panels are used one at a time, so mc only bounds the scratch
