@@ -1,0 +1,221 @@
+// The GEMM operator: cache blocking, packing, and the split over threads.
+//
+// Loop nest (Goto/BLIS): for each nc-wide block of columns, for each kc-deep
+// slice of k, pack B (kc x nc) into NR-wide panels; for each mc-tall block of
+// rows, pack A (mc x kc) into MR-tall panels; then run the micro-kernel over
+// every (MR panel, NR panel) pair, the B panels innermost: one MR x kc panel
+// of A stays in L1 while the B block streams from L2. (The other order, one
+// B panel in L1 under a streaming A block, measured ~8% slower on M1.)
+#include "gemm/gemm.h"
+
+#include <algorithm>
+
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "core/workspace.h"
+#include "gemm/gemm_ukernel.h"
+
+namespace nnkern::gemm {
+namespace {
+
+template <class T>
+struct GemmKernel {
+  GemmUkernelFn<T> fn;
+  std::size_t mr, nr;
+  PackTransposeFn<T> pack_transpose;  // null: the portable loop
+  GemmDotFn<T> dot;                   // null: small m takes the packed path too
+};
+
+// Rows up to which `dot` replaces the packed path (when B = W^T with W's rows
+// contiguous): there packing W would cost as much as the multiply itself.
+constexpr std::size_t kDotMaxM = 4;
+
+struct GemmConfig {
+  PerIsa<GemmKernel<float>> f32;
+  PerIsa<GemmKernel<double>> f64;
+};
+
+const GemmConfig kGemm = {
+    {{f32_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32, NNKERN_X86_ONLY(f32_pack_transpose_avx512),
+      NNKERN_X86_ONLY(f32_gemm_dot_4_avx512)}},
+    {{f64_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8, nullptr, nullptr},
+     {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16, nullptr, nullptr}},
+};
+
+GemmKernel<float> kernel_for(Isa isa, float) { return kGemm.f32.pick(isa); }
+GemmKernel<double> kernel_for(Isa isa, double) { return kGemm.f64.pick(isa); }
+
+// Cache blocking, from this CPU class's caches (48 KiB L1d, 2 MiB L2 per
+// core; a larger shared L3):
+//  - kc: one MR x kc panel of A stays in L1 while B panels stream past it,
+//    so it may take 2/3 of L1 (32 KiB); capped at 512: deeper slices gain
+//    nothing more (C is re-read once per slice, 2 times for k = 1024) and
+//    narrow the B block (nc). On M1, kc = 512 measured ~3% faster than 256.
+//  - nc: the kc x nc block of B takes half of L2 (1 MiB), so it is read
+//    from L2, not memory, by every A panel.
+//  - mc: A panels are used one at a time, so mc only bounds the scratch
+//    (4 MiB of packed A).
+constexpr std::size_t kL1PanelBytes = std::size_t{32} << 10;
+constexpr std::size_t kL2BlockBytes = std::size_t{1} << 20;
+constexpr std::size_t kABlockBytes = std::size_t{4} << 20;
+constexpr std::size_t kMaxKc = 512;
+
+// Below ~0.5 MFLOP (a few microseconds) a task is not worth waking a thread.
+constexpr double kMinTaskFlops = 1 << 19;
+
+std::size_t round_up(std::size_t x, std::size_t to) { return (x + to - 1) / to * to; }
+
+struct Blocking {
+  std::size_t kc, mc, nc;
+};
+
+template <class T>
+Blocking blocking_for(const GemmKernel<T>& uk, std::size_t k) {
+  const std::size_t kc = std::max<std::size_t>(1, std::min({kL1PanelBytes / (uk.mr * sizeof(T)), kMaxKc, k}));
+  const std::size_t mc = std::max<std::size_t>(1, kABlockBytes / (kc * sizeof(T) * uk.mr)) * uk.mr;
+  const std::size_t nc = std::max<std::size_t>(1, kL2BlockBytes / (kc * sizeof(T) * uk.nr)) * uk.nr;
+  return {kc, mc, nc};
+}
+
+// Panels of `width` lines (rows of A, columns of B) x depth, from a source
+// where line l, step p is at src[l * line_stride + p * step_stride]:
+// out[panel][p][l], lines past `lines` zero. When a line's steps are
+// contiguous, the ISA's transpose packs it (if it has one); otherwise the
+// loop order follows the unit-stride direction.
+template <class T>
+void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdiff_t line_stride,
+                 std::ptrdiff_t step_stride, std::size_t width, PackTransposeFn<T> transpose, T* out) {
+  for (std::size_t l0 = 0; l0 < lines; l0 += width, out += width * depth) {
+    const std::size_t h = std::min(width, lines - l0);
+    const T* s = src + static_cast<std::ptrdiff_t>(l0) * line_stride;
+    if (step_stride == 1 && transpose != nullptr) {
+      transpose(h, depth, s, line_stride, out, width);
+    } else if (step_stride == 1) {
+      for (std::size_t l = 0; l < h; ++l) {
+        const T* line = s + static_cast<std::ptrdiff_t>(l) * line_stride;
+        for (std::size_t p = 0; p < depth; ++p) out[p * width + l] = line[p];
+      }
+    } else if (line_stride == 1) {
+      for (std::size_t p = 0; p < depth; ++p) {
+        const T* step = s + static_cast<std::ptrdiff_t>(p) * step_stride;
+        for (std::size_t l = 0; l < h; ++l) out[p * width + l] = step[l];
+      }
+    } else {
+      for (std::size_t p = 0; p < depth; ++p) {
+        for (std::size_t l = 0; l < h; ++l) {
+          out[p * width + l] = s[static_cast<std::ptrdiff_t>(l) * line_stride + static_cast<std::ptrdiff_t>(p) * step_stride];
+        }
+      }
+    }
+    if (h < width) {
+      for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * width + h, out + (p + 1) * width, T(0));
+    }
+  }
+}
+
+// The rows [i0, i1) x columns [j0, j1) of C, on the calling thread.
+template <class T>
+void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& bl, std::size_t i0, std::size_t i1,
+                std::size_t j0, std::size_t j1) {
+  const std::size_t kc_max = bl.kc;
+  const std::size_t a_elems = std::min(bl.mc, round_up(i1 - i0, uk.mr)) * kc_max;
+  const std::size_t b_elems = std::min(bl.nc, round_up(j1 - j0, uk.nr)) * kc_max;
+  // B first: the kernels load B panels with aligned loads (scratch is 64-byte
+  // aligned, and a panel row is NR elements, a multiple of 64 bytes).
+  ScratchBuffer scratch = acquire_scratch((b_elems + a_elems) * sizeof(T));
+  T* const bpack = scratch.as<T>();
+  T* const apack = bpack + b_elems;
+
+  const auto& a = g.a;
+  const auto& b = g.b;
+  for (std::size_t jc = j0; jc < j1; jc += bl.nc) {
+    const std::size_t nb = std::min(bl.nc, j1 - jc);
+    // k == 0 still takes one (empty) slice: C = beta*C + bias.
+    for (std::size_t pc = 0; pc == 0 || pc < g.k; pc += kc_max) {
+      const std::size_t kb = std::min(kc_max, g.k - pc);
+      pack_panels(nb, kb,
+                  b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
+                      static_cast<std::ptrdiff_t>(jc) * b.col_stride,
+                  b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, bpack);
+      // Later slices accumulate into what the first one wrote.
+      const T beta = pc == 0 ? g.beta : T(1);
+      const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
+      for (std::size_t ic = i0; ic < i1; ic += bl.mc) {
+        const std::size_t mb = std::min(bl.mc, i1 - ic);
+        pack_panels(mb, kb,
+                    a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
+                        static_cast<std::ptrdiff_t>(pc) * a.col_stride,
+                    a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
+        for (std::size_t ir = 0; ir < mb; ir += uk.mr) {
+          const std::size_t mr = std::min(uk.mr, mb - ir);
+          T* c_row = g.c + (ic + ir) * g.ldc + jc;
+          for (std::size_t jr = 0; jr < nb; jr += uk.nr) {
+            uk.fn(mr, std::min(uk.nr, nb - jr), kb, apack + ir * kb, bpack + jr * kb, c_row + jr, g.ldc, g.alpha,
+                  beta, bias != nullptr ? bias + jr : nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Small m: columns split over threads in runs of 64 (a multiple of the dot
+// kernel's 4), each column's sum computed whole by one thread.
+template <class T>
+void gemm_dot(const GemmArgs<T>& g, GemmDotFn<T> dot) {
+  constexpr std::size_t kCols = 64;
+  const std::size_t col_tasks = (g.n + kCols - 1) / kCols;
+  const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.k);
+  const std::size_t tasks =
+      std::max<std::size_t>(1, std::min<double>(static_cast<double>(col_tasks), flops / kMinTaskFlops));
+  const auto lda = static_cast<std::size_t>(g.a.row_stride), ldw = static_cast<std::size_t>(g.b.col_stride);
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kCols;
+    const std::size_t j1 = std::min(g.n, chunk_range(col_tasks, tasks, last - 1).second * kCols);
+    dot(g.m, j1 - j0, g.k, g.a.data, lda, g.b.data + j0 * ldw, ldw, g.c + j0, g.ldc, g.alpha, g.beta,
+        g.bias != nullptr ? g.bias + j0 : nullptr);
+  });
+}
+
+template <class T>
+void gemm_typed(const GemmArgs<T>& g, Isa isa) {
+  if (g.m == 0 || g.n == 0) return;
+  const GemmKernel<T> uk = kernel_for(isa, T());
+  if (uk.dot != nullptr && g.m <= kDotMaxM && g.a.col_stride == 1 && g.b.row_stride == 1 && g.a.row_stride >= 0 &&
+      g.b.col_stride >= 0) {
+    gemm_dot(g, uk.dot);
+    return;
+  }
+  const Blocking bl = blocking_for(uk, g.k);
+  // Split the larger tile dimension into contiguous runs of whole tiles; the
+  // other operand is packed by every task (the price of tasks that need no
+  // synchronisation).
+  const std::size_t m_tiles = (g.m + uk.mr - 1) / uk.mr;
+  const std::size_t n_tiles = (g.n + uk.nr - 1) / uk.nr;
+  const bool split_n = n_tiles >= m_tiles;
+  const std::size_t tiles = split_n ? n_tiles : m_tiles;
+  const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
+                       static_cast<double>(std::max<std::size_t>(g.k, 1));
+  const std::size_t tasks = std::max<std::size_t>(1, std::min<double>(static_cast<double>(tiles), flops / kMinTaskFlops));
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t t0 = chunk_range(tiles, tasks, first).first;
+    const std::size_t t1 = chunk_range(tiles, tasks, last - 1).second;
+    if (split_n) {
+      gemm_block(g, uk, bl, 0, g.m, t0 * uk.nr, std::min(g.n, t1 * uk.nr));
+    } else {
+      gemm_block(g, uk, bl, t0 * uk.mr, std::min(g.m, t1 * uk.mr), 0, g.n);
+    }
+  });
+}
+
+}  // namespace
+
+void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
+void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
+void gemm(const GemmArgs<float>& args) { gemm_typed(args, active_isa()); }
+void gemm(const GemmArgs<double>& args) { gemm_typed(args, active_isa()); }
+
+}  // namespace nnkern::gemm

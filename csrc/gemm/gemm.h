@@ -1,0 +1,65 @@
+// General matrix multiply for the other operators (linear, conv, RNN):
+//
+//   C = alpha * A * B + beta * C  (+ bias[j] added to every row of C)
+//
+// A is m x k and B is k x n, each given by a pointer and two strides in
+// elements (row stride, column stride; negative strides are allowed), so a
+// caller serves op(A) = A^T or op(B) = B^T by swapping the strides instead of
+// copying: the packing step reads any layout. C is row-major with leading
+// dimension ldc (unit column stride) and must not overlap A, B or bias.
+//
+// Semantics:
+//  - beta == 0: C is only written, never read (it may hold NaN or garbage).
+//  - bias: null, or n elements added to each row after alpha*AB + beta*C.
+//  - k == 0: C = beta*C (+ bias); m == 0 or n == 0: nothing is touched.
+//  - Results are bit-identical for every run *and every thread count*: work is
+//    split over output tiles only, and each element's k-reduction order is
+//    fixed by the shape and the kernel family, never by the split (packed
+//    path: kc-deep slices in ascending order, one FMA chain per slice; m <= 4
+//    against a W^T operand on avx512: 16-lane partial sums and a fixed
+//    reduction, see gemm_ukernel.h). Different families round differently.
+//  - Called from inside a parallel_for chunk, it runs on the calling thread
+//    (thread_pool.h), with the same bits.
+//  - Denormals: the caller sets FTZ/DAZ (bindings run_native does).
+#pragma once
+
+#include <cstddef>
+
+#include "core/cpu_features.h"
+
+namespace nnkern::gemm {
+
+template <class T>
+struct MatrixRef {
+  const T* data = nullptr;
+  std::ptrdiff_t row_stride = 0;  // elements between (i, j) and (i + 1, j)
+  std::ptrdiff_t col_stride = 1;  // elements between (i, j) and (i, j + 1)
+};
+
+// A row-major matrix with leading dimension ld, used as is (trans = false) or
+// as its transpose (trans = true): the BLAS-style form of a MatrixRef.
+template <class T>
+MatrixRef<T> row_major(const T* data, std::size_t ld, bool trans = false) {
+  const auto l = static_cast<std::ptrdiff_t>(ld);
+  return trans ? MatrixRef<T>{data, 1, l} : MatrixRef<T>{data, l, 1};
+}
+
+template <class T>
+struct GemmArgs {
+  std::size_t m = 0, n = 0, k = 0;
+  T alpha = 1;
+  MatrixRef<T> a;  // m x k
+  MatrixRef<T> b;  // k x n
+  T beta = 0;
+  T* c = nullptr;  // m x n, row-major
+  std::size_t ldc = 0;
+  const T* bias = nullptr;  // n elements or null
+};
+
+// With the kernel family in use (dispatch.h), or with a given one (tests).
+void gemm(const GemmArgs<float>& args);
+void gemm(const GemmArgs<double>& args);
+void gemm(const GemmArgs<float>& args, Isa isa);
+void gemm(const GemmArgs<double>& args, Isa isa);
+
+}  // namespace nnkern::gemm

@@ -1,0 +1,225 @@
+// AVX-512 GEMM micro-kernels, A broadcast: per k step, 2 aligned loads of B,
+// 14 broadcasts of A and 28 FMAs into 28 zmm accumulators (31 of 32
+// registers live). Two FMA ports with 4-cycle latency need >= 8 independent
+// chains; 28 chains leave room, and 16 loads per 28 FMAs stay under the two
+// load ports. Column remainders use masked loads and stores; row remainders
+// run a kernel instance with exactly that many rows.
+#include <immintrin.h>
+
+#include "gemm/gemm_ukernel.h"
+
+namespace nnkern::gemm {
+namespace {
+
+template <class T>
+struct Zmm;
+
+template <>
+struct Zmm<float> {
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr std::size_t kLanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V load(const float* p) { return _mm512_load_ps(p); }
+  static V load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static Mask mask(std::size_t n) { return n >= kLanes ? Mask(0xffff) : Mask((1u << n) - 1u); }
+};
+
+template <>
+struct Zmm<double> {
+  using V = __m512d;
+  using Mask = __mmask8;
+  static constexpr std::size_t kLanes = 8;
+  static V zero() { return _mm512_setzero_pd(); }
+  static V set1(double x) { return _mm512_set1_pd(x); }
+  static V load(const double* p) { return _mm512_load_pd(p); }
+  static V load(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static Mask mask(std::size_t n) { return n >= kLanes ? Mask(0xff) : Mask((1u << n) - 1u); }
+};
+
+// ROWS rows of C from an A panel packed MR rows wide (ROWS <= MR): a tile
+// with fewer rows than the panel does only the FMAs it stores.
+template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV>
+void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
+               const T* bias) {
+  using Z = Zmm<T>;
+  constexpr std::size_t NR = NV * Z::kLanes;
+  // The C tile is read (beta != 0) and written after the k loop; its rows are
+  // ldc apart, often a multiple of 4 KiB, so they compete for a few L1 sets
+  // and are usually evicted between visits: fetch them while the FMAs run.
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
+  typename Z::V acc[ROWS][NV];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::zero();
+  }
+#pragma GCC unroll 4
+  for (std::size_t p = 0; p < kc; ++p, a += MR, b += NR) {
+    typename Z::V bv[NV];
+#pragma GCC unroll 4
+    for (std::size_t j = 0; j < NV; ++j) bv[j] = Z::load(b + j * Z::kLanes);
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < ROWS; ++i) {
+      const typename Z::V ai = Z::set1(a[i]);
+#pragma GCC unroll 4
+      for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::fmadd(ai, bv[j], acc[i][j]);
+    }
+  }
+
+  typename Z::Mask m[NV];
+  typename Z::V bias_v[NV];
+#pragma GCC unroll 4
+  for (std::size_t j = 0; j < NV; ++j) {
+    m[j] = Z::mask(nr > j * Z::kLanes ? nr - j * Z::kLanes : 0);
+    bias_v[j] = bias != nullptr ? Z::load(m[j], bias + j * Z::kLanes) : Z::zero();
+  }
+  const typename Z::V alpha_v = Z::set1(alpha), beta_v = Z::set1(beta);
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    T* row = c + i * ldc;
+#pragma GCC unroll 4
+    for (std::size_t j = 0; j < NV; ++j) {
+      typename Z::V v = Z::mul(acc[i][j], alpha_v);
+      if (beta != T(0)) v = Z::fmadd(beta_v, Z::load(m[j], row + j * Z::kLanes), v);
+      if (bias != nullptr) v = Z::add(v, bias_v[j]);
+      Z::store(row + j * Z::kLanes, m[j], v);
+    }
+  }
+}
+
+// mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
+template <class T, std::size_t MR, std::size_t NV, std::size_t ROWS = MR>
+void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
+               T alpha, T beta, const T* bias) {
+  if constexpr (ROWS > 1) {
+    if (mr < ROWS) return gemm_tile<T, MR, NV, ROWS - 1>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+  }
+  gemm_rows<T, ROWS, MR, NV>(nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+// Transposes 16 rows of 16 floats in registers: three rounds of shuffles
+// (pairs of elements, quads within 128-bit lanes, then 128-bit lanes).
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  // r[4 i + q], 128-bit lane l: rows 4i..4i+3 at column 4l + q.
+  for (int q = 0; q < 4; ++q) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xee);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xee);
+    t[q] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[8 + q] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// rows (<= 4) rows of A against JW rows of W: 16-lane partial sums along k,
+// reduced at the end. No packing: each W element is used by every A row
+// while it is in a register, which is all the reuse a small m allows.
+template <std::size_t ROWS, std::size_t JW>
+void dot_rows(std::size_t k, const float* a, std::size_t lda, const float* w, std::size_t ldw, float* c,
+              std::size_t ldc, float alpha, float beta, const float* bias) {
+  __m512 acc[ROWS][JW];
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < JW; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  for (std::size_t p = 0; p < k; p += 16) {
+    const __mmask16 m = Zmm<float>::mask(k - p);
+    __m512 wv[JW];
+    for (std::size_t j = 0; j < JW; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + p);
+    for (std::size_t i = 0; i < ROWS; ++i) {
+      const __m512 av = _mm512_maskz_loadu_ps(m, a + i * lda + p);
+      for (std::size_t j = 0; j < JW; ++j) acc[i][j] = _mm512_fmadd_ps(av, wv[j], acc[i][j]);
+    }
+  }
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < JW; ++j) {
+      float v = _mm512_reduce_add_ps(acc[i][j]) * alpha;
+      if (beta != 0.0f) v += beta * c[i * ldc + j];
+      if (bias != nullptr) v += bias[j];
+      c[i * ldc + j] = v;
+    }
+  }
+}
+
+template <std::size_t ROWS>
+void dot_all(std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* w, std::size_t ldw, float* c,
+             std::size_t ldc, float alpha, float beta, const float* bias) {
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    dot_rows<ROWS, 4>(k, a, lda, w + j * ldw, ldw, c + j, ldc, alpha, beta, bias != nullptr ? bias + j : nullptr);
+  }
+  for (; j < n; ++j) {
+    dot_rows<ROWS, 1>(k, a, lda, w + j * ldw, ldw, c + j, ldc, alpha, beta, bias != nullptr ? bias + j : nullptr);
+  }
+}
+
+}  // namespace
+
+void f32_gemm_dot_4_avx512(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+                           const float* w, std::size_t ldw, float* c, std::size_t ldc, float alpha, float beta,
+                           const float* bias) {
+  switch (m) {
+    case 1: return dot_all<1>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+    case 2: return dot_all<2>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+    case 3: return dot_all<3>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+    default: return dot_all<4>(n, k, a, lda, w, ldw, c, ldc, alpha, beta, bias);
+  }
+}
+
+void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float* src, std::ptrdiff_t ld_src,
+                               float* out, std::size_t ld_out) {
+  for (std::size_t r0 = 0; r0 < rows; r0 += 16) {
+    const std::size_t h = rows - r0 < 16 ? rows - r0 : 16;
+    const __mmask16 row_mask = Zmm<float>::mask(h);
+    for (std::size_t p0 = 0; p0 < depth; p0 += 16) {
+      const std::size_t d = depth - p0 < 16 ? depth - p0 : 16;
+      const __mmask16 depth_mask = Zmm<float>::mask(d);
+      __m512 v[16];
+      for (std::size_t r = 0; r < 16; ++r) {
+        v[r] = r < h ? _mm512_maskz_loadu_ps(depth_mask, src + static_cast<std::ptrdiff_t>(r0 + r) * ld_src + p0)
+                     : _mm512_setzero_ps();
+      }
+      transpose16x16(v);
+      for (std::size_t q = 0; q < d; ++q) _mm512_mask_storeu_ps(out + (p0 + q) * ld_out + r0, row_mask, v[q]);
+    }
+  }
+}
+
+void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                           std::size_t ldc, float alpha, float beta, const float* bias) {
+  gemm_tile<float, 14, 2>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
+                           double* c, std::size_t ldc, double alpha, double beta, const double* bias) {
+  gemm_tile<double, 14, 2>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+}  // namespace nnkern::gemm

@@ -1,0 +1,66 @@
+// GEMM micro-kernels: one register tile of C from packed panels.
+//
+//   a: kc x MR panel of A, column by column (a[p * MR + i] = A(i, p)), rows
+//      past mr zero-padded; b: kc x NR panel of B, row by row
+//      (b[p * NR + j] = B(p, j)), columns past nr zero-padded, 64-byte aligned.
+//   C(i, j) = alpha * sum_p a(i, p) b(p, j) + beta * C(i, j) (+ bias[j])
+//   for i < mr <= MR, j < nr <= NR; C is not read when beta == 0, bias may be
+//   null. The sum runs over p in ascending order (one FMA per step in the
+// vector kernels).
+//
+// Names follow XNNPACK: <dtype>_gemm_<MR>x<NR>_<isa>. The operator (gemm.cpp)
+// reads MR and NR from its config table next to each function.
+#pragma once
+
+#include <cstddef>
+
+namespace nnkern::gemm {
+
+template <class T>
+using GemmUkernelFn = void (*)(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c,
+                               std::size_t ldc, T alpha, T beta, const T* bias);
+
+// Scalar: 4x4 keeps 16 accumulators in registers on any target.
+void f32_gemm_4x4_scalar(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                         std::size_t ldc, float alpha, float beta, const float* bias);
+void f64_gemm_4x4_scalar(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b, double* c,
+                         std::size_t ldc, double alpha, double beta, const double* bias);
+
+// AVX2: 6 rows x 2 ymm = 12 accumulators + 2 B vectors + 1 broadcast of 16 registers.
+void f32_gemm_6x16_avx2(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                        std::size_t ldc, float alpha, float beta, const float* bias);
+void f64_gemm_6x8_avx2(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b, double* c,
+                       std::size_t ldc, double alpha, double beta, const double* bias);
+
+// AVX-512: 14 rows x 2 zmm = 28 accumulators + 2 B vectors + 1 broadcast of 32 registers.
+void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
+                           std::size_t ldc, float alpha, float beta, const float* bias);
+void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
+                           double* c, std::size_t ldc, double alpha, double beta, const double* bias);
+
+// Packing helper: out[p * ld_out + r] = src[r * ld_src + p] for r < rows,
+// p < depth (a transpose of rows x depth). It packs A when A's rows are
+// contiguous and B when B's columns are (x and W^T in linear), where a plain
+// loop would move one element per instruction.
+template <class T>
+using PackTransposeFn = void (*)(std::size_t rows, std::size_t depth, const T* src, std::ptrdiff_t ld_src, T* out,
+                                 std::size_t ld_out);
+
+// 16 x 16 blocks transposed in registers.
+void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float* src, std::ptrdiff_t ld_src,
+                               float* out, std::size_t ld_out);
+
+// Small-m GEMM without packing, for B = W^T with W's rows contiguous (x W^T
+// in linear and the recurrent cells at batch 1..4):
+//   C(i, j) = alpha * sum_p a[i * lda + p] w[j * ldw + p] + beta * C(i, j)
+//   (+ bias[j]) for i < m <= 4, j < n; each sum is 16 lanes of partial
+//   sums along p, added by a fixed reduction tree.
+template <class T>
+using GemmDotFn = void (*)(std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda, const T* w,
+                           std::size_t ldw, T* c, std::size_t ldc, T alpha, T beta, const T* bias);
+
+void f32_gemm_dot_4_avx512(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+                           const float* w, std::size_t ldw, float* c, std::size_t ldc, float alpha, float beta,
+                           const float* bias);
+
+}  // namespace nnkern::gemm

@@ -1,0 +1,100 @@
+#include "gemm/linear_op.h"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "core/thread_pool.h"
+#include "gemm/gemm.h"
+
+namespace nnkern::ops {
+namespace {
+
+using gemm::GemmArgs;
+using gemm::row_major;
+
+std::size_t dim(const ArrayView& v, std::size_t d) { return static_cast<std::size_t>(v.shape[d]); }
+
+template <class T>
+void linear_typed(const ArrayView& x, const ArrayView& w, const ArrayView* bias, const ArrayView& out) {
+  GemmArgs<T> g;
+  g.m = dim(x, 0);
+  g.k = dim(x, 1);
+  g.n = dim(w, 0);
+  g.a = row_major(x.as<const T>(), g.k);
+  g.b = row_major(w.as<const T>(), g.k, /*trans=*/true);
+  g.c = out.as<T>();
+  g.ldc = g.n;
+  g.bias = bias != nullptr ? bias->as<const T>() : nullptr;
+  gemm::gemm(g);
+}
+
+// Column sums of the (m, n) row-major g, each column summed over rows in
+// order; columns are split over threads in runs of whole cache lines.
+template <class T>
+void column_sums(std::size_t m, std::size_t n, const T* g, T* out) {
+  constexpr std::size_t kColsPerTask = 64 / sizeof(T) * 4;
+  // ~64 K elements per task: below that the wake-up costs more than the sum.
+  constexpr std::size_t kMinTaskElems = std::size_t{1} << 16;
+  const std::size_t col_tasks = (n + kColsPerTask - 1) / kColsPerTask;
+  const std::size_t tasks = std::max<std::size_t>(1, std::min(col_tasks, m * n / kMinTaskElems));
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kColsPerTask;
+    const std::size_t j1 = std::min(n, chunk_range(col_tasks, tasks, last - 1).second * kColsPerTask);
+    std::fill(out + j0, out + j1, T(0));
+    for (std::size_t i = 0; i < m; ++i) {
+      const T* row = g + i * n;
+      for (std::size_t j = j0; j < j1; ++j) out[j] += row[j];
+    }
+  });
+}
+
+template <class T>
+void linear_backward_typed(const ArrayView& grad, const ArrayView& x, const ArrayView& w, const ArrayView* gx,
+                           const ArrayView* gw, const ArrayView* gb) {
+  const std::size_t m = dim(x, 0), k = dim(x, 1), n = dim(w, 0);
+  const T* g = grad.as<const T>();
+  if (gx != nullptr) {  // (M, N) x (N, K)
+    GemmArgs<T> a;
+    a.m = m;
+    a.n = k;
+    a.k = n;
+    a.a = row_major(g, n);
+    a.b = row_major(w.as<const T>(), k);
+    a.c = gx->as<T>();
+    a.ldc = k;
+    gemm::gemm(a);
+  }
+  if (gw != nullptr) {  // (N, M) x (M, K); M == 0 writes zeros
+    GemmArgs<T> a;
+    a.m = n;
+    a.n = k;
+    a.k = m;
+    a.a = row_major(g, n, /*trans=*/true);
+    a.b = row_major(x.as<const T>(), k);
+    a.c = gw->as<T>();
+    a.ldc = k;
+    gemm::gemm(a);
+  }
+  if (gb != nullptr) column_sums(m, n, g, gb->as<T>());
+}
+
+}  // namespace
+
+void linear(const ArrayView& x, const ArrayView& weight, const ArrayView* bias, const ArrayView& out) {
+  if (x.dtype == Dtype::f32) {
+    linear_typed<float>(x, weight, bias, out);
+  } else {
+    linear_typed<double>(x, weight, bias, out);
+  }
+}
+
+void linear_backward(const ArrayView& grad_output, const ArrayView& x, const ArrayView& weight,
+                     const ArrayView* grad_input, const ArrayView* grad_weight, const ArrayView* grad_bias) {
+  if (x.dtype == Dtype::f32) {
+    linear_backward_typed<float>(grad_output, x, weight, grad_input, grad_weight, grad_bias);
+  } else {
+    linear_backward_typed<double>(grad_output, x, weight, grad_input, grad_weight, grad_bias);
+  }
+}
+
+}  // namespace nnkern::ops
