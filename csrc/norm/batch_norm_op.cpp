@@ -67,7 +67,8 @@ Planes planes_of(const ArrayView& x) {
 // kernel calls and combine per-plane partial sums in plane order, so the
 // results are the same bits for every thread count and plan.
 template <class T, class PlanesA, class Finish, class PlanesB>
-void run_planned(const Planes& pl, const PlanesA& planes_a, const Finish& finish, const PlanesB& planes_b) {
+void run_planned(const Planes& pl, bool two_passes, const PlanesA& planes_a, const Finish& finish,
+                 const PlanesB& planes_b) {
   const std::size_t total_bytes = pl.count() * pl.hw * sizeof(T);
   const std::size_t threads = static_cast<std::size_t>(get_num_threads());
   const std::size_t tasks = std::min<std::size_t>(pl.count(), std::max<std::size_t>(1, total_bytes / kTaskBytes));
@@ -80,8 +81,10 @@ void run_planned(const Planes& pl, const PlanesA& planes_a, const Finish& finish
     for (std::size_t c = 0; c < pl.c; ++c) channel(c);
     return;
   }
-  // Channels split evenly enough: a multiple of the thread count, or many.
-  if (pl.c >= threads && (pl.c % threads == 0 || pl.c >= 8 * threads)) {
+  // Only a second pass over the data gains from owning channels, and only
+  // when the channels split evenly enough: a multiple of the thread count, or
+  // many. A single pass goes through memory in order instead.
+  if (two_passes && pl.c >= threads && (pl.c % threads == 0 || pl.c >= 8 * threads)) {
     parallel_for(pl.c, [&](std::size_t c0, std::size_t c1) {
       for (std::size_t c = c0; c < c1; ++c) channel(c);
     });
@@ -146,7 +149,7 @@ void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView
       scale[c] = static_cast<T>(w ? is * w[c] : is);
       offset[c] = b ? b[c] : T(0);
     }
-    run_planned<T>(pl, [](std::size_t) {}, [](std::size_t) {}, affine_plane);
+    run_planned<T>(pl, false, [](std::size_t) {}, [](std::size_t) {}, affine_plane);
     return;
   }
   for (std::size_t c = 0; c < pl.c; ++c) shift[c] = x[c * pl.hw];
@@ -175,7 +178,7 @@ void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView
       rv[c] = static_cast<T>(rv[c] * (1 - momentum) + momentum * unbiased);
     }
   };
-  run_planned<T>(pl, stats_plane, finish, affine_plane);
+  run_planned<T>(pl, true, stats_plane, finish, affine_plane);
 }
 
 template <class T>
@@ -233,7 +236,7 @@ void batch_norm_backward_typed(const ArrayView& gv, const ArrayView& xv, const A
     const std::size_t c = p % pl.c;
     k.bwd_input(pl.hw, g + p * pl.hw, x + p * pl.hw, gi + p * pl.hw, mean[c], ca[c], cb[c], cc[c]);
   };
-  run_planned<T>(pl, reduce_plane, finish, input_plane);
+  run_planned<T>(pl, reduce && gi != nullptr, reduce_plane, finish, input_plane);
 }
 
 }  // namespace

@@ -1,14 +1,18 @@
 // Batch-norm micro-kernels over one contiguous (n, c) plane of `n` elements,
 // any n, one function per dtype and kernel family (f32_bn_avx512.cpp, ...).
 //
-// stats:      out[0] = sum(x - shift), out[1] = sum((x - shift)^2), in double.
+// stats:      out[0] = sum(x - shift), out[1] = sum((x - shift)^2).
 //             Shifting by one of the channel's own values keeps the one-pass
 //             variance sum/n - mean^2 accurate for channels with a large mean
-//             and a small spread; double sums keep it accurate for long planes.
+//             and a small spread (x - shift is exact within a factor 2 of
+//             shift); sums in double, or for float32 SIMD in float over blocks
+//             of at most 8 terms per lane and in double across blocks, keep it
+//             accurate for long planes.
 // affine:     y = (x - shift) * scale + offset. The subtraction comes first
 //             (not x * scale + const) so that a large mean cancels exactly
 //             before the scaling instead of after it.
-// bwd_reduce: out[0] = sum(g), out[1] = sum(g * (x - mean)), in double.
+// bwd_reduce: out[0] = sum(g), out[1] = sum(g * (x - mean)), summed likewise.
+// For float32, shift and mean are float32 values (an element, the saved mean).
 // bwd_input:  gi = g * a + (x - mean) * b + c.
 // Each kernel sums in a fixed order that depends only on n, so a plane gives
 // the same bits whichever thread runs it.

@@ -1,7 +1,6 @@
-// 8 floats per vector, widened to two 4-lane double vectors for the sums,
-// with four independent double accumulators per sum (16 floats per
-// iteration) so the add latency hides behind the loads. Tails of fewer than
-// 8 elements run a scalar loop with its own accumulators.
+// 8 floats per vector. The reductions sum in float over short blocks and in
+// double across blocks (block_sums); tails of fewer than 8 elements run a
+// scalar loop.
 #include <immintrin.h>
 
 #include "norm/bn_kernels.h"
@@ -9,53 +8,68 @@
 namespace nnkern::norm {
 namespace {
 
-inline __m256d lo_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-inline __m256d hi_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+// A float vector's 8 lanes widened to two double vectors and added to acc.
+inline void add_wide(__m256 v, __m256d& lo, __m256d& hi) {
+  lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+  hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
 
-// Sum of four accumulators in a fixed order, then across lanes.
-inline double hsum4(__m256d a, __m256d b, __m256d c, __m256d d) {
-  const __m256d s = _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d));
+// Sum of two double accumulators, then of the lanes, in a fixed order.
+inline double hsum2(__m256d a, __m256d b) {
+  const __m256d s = _mm256_add_pd(a, b);
   const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
   return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+// Sums of a and a*b over n floats (b = x - c), as in the AVX-512 kernels:
+// float sums over blocks of 64 elements (8 terms per lane, four chains), each
+// block's sums widened to double and added to the plane's totals, so the
+// conversions cost nothing per element; a scalar loop (in double) takes the
+// last n % 8 elements.
+template <bool kSquare>
+inline void block_sums(std::size_t n, const float* a, const float* x, float c, double* out) {
+  const __m256 vc = _mm256_set1_ps(c);
+  __m256d sl = _mm256_setzero_pd(), sh = sl, pl = sl, ph = sl;
+  auto step = [&](const float* ap, const float* xp, __m256& s, __m256& p) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xp), vc);
+    if (kSquare) {
+      s = _mm256_add_ps(s, d);
+      p = _mm256_fmadd_ps(d, d, p);
+    } else {
+      const __m256 av = _mm256_loadu_ps(ap);
+      s = _mm256_add_ps(s, av);
+      p = _mm256_fmadd_ps(av, d, p);
+    }
+  };
+  for (; n >= 64; n -= 64, a += 64, x += 64) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, p0 = s0, p1 = s0, p2 = s0, p3 = s0;
+    for (int i = 0; i < 64; i += 32) {
+      step(a + i, x + i, s0, p0);
+      step(a + i + 8, x + i + 8, s1, p1);
+      step(a + i + 16, x + i + 16, s2, p2);
+      step(a + i + 24, x + i + 24, s3, p3);
+    }
+    add_wide(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), sl, sh);
+    add_wide(_mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)), pl, ph);
+  }
+  __m256 s = _mm256_setzero_ps(), p = s;
+  for (; n >= 8; n -= 8, a += 8, x += 8) step(a, x, s, p);
+  add_wide(s, sl, sh);
+  add_wide(p, pl, ph);
+  double st = 0, pt = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - static_cast<double>(c);
+    st += kSquare ? d : static_cast<double>(a[i]);
+    pt += kSquare ? d * d : static_cast<double>(a[i]) * d;
+  }
+  out[0] = hsum2(sl, sh) + st;
+  out[1] = hsum2(pl, ph) + pt;
 }
 
 }  // namespace
 
 void f32_bn_stats_avx2(std::size_t n, const float* x, double shift, double* out) {
-  const __m256d sh = _mm256_set1_pd(shift);
-  __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-  __m256d q0 = s0, q1 = s0, q2 = s0, q3 = s0;
-  for (; n >= 16; n -= 16, x += 16) {
-    const __m256 a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + 8);
-    const __m256d d0 = _mm256_sub_pd(lo_pd(a), sh), d1 = _mm256_sub_pd(hi_pd(a), sh);
-    const __m256d d2 = _mm256_sub_pd(lo_pd(b), sh), d3 = _mm256_sub_pd(hi_pd(b), sh);
-    s0 = _mm256_add_pd(s0, d0);
-    s1 = _mm256_add_pd(s1, d1);
-    s2 = _mm256_add_pd(s2, d2);
-    s3 = _mm256_add_pd(s3, d3);
-    q0 = _mm256_fmadd_pd(d0, d0, q0);
-    q1 = _mm256_fmadd_pd(d1, d1, q1);
-    q2 = _mm256_fmadd_pd(d2, d2, q2);
-    q3 = _mm256_fmadd_pd(d3, d3, q3);
-  }
-  if (n >= 8) {
-    const __m256 a = _mm256_loadu_ps(x);
-    const __m256d d0 = _mm256_sub_pd(lo_pd(a), sh), d1 = _mm256_sub_pd(hi_pd(a), sh);
-    s0 = _mm256_add_pd(s0, d0);
-    s1 = _mm256_add_pd(s1, d1);
-    q0 = _mm256_fmadd_pd(d0, d0, q0);
-    q1 = _mm256_fmadd_pd(d1, d1, q1);
-    n -= 8;
-    x += 8;
-  }
-  double s = 0, q = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - shift;
-    s += d;
-    q += d * d;
-  }
-  out[0] = hsum4(s0, s1, s2, s3) + s;
-  out[1] = hsum4(q0, q1, q2, q3) + q;
+  block_sums<true>(n, x, x, static_cast<float>(shift), out);
 }
 
 void f32_bn_affine_avx2(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
@@ -67,41 +81,7 @@ void f32_bn_affine_avx2(std::size_t n, const float* x, float* y, float shift, fl
 }
 
 void f32_bn_bwd_reduce_avx2(std::size_t n, const float* g, const float* x, double mean, double* out) {
-  const __m256d mu = _mm256_set1_pd(mean);
-  __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-  __m256d p0 = s0, p1 = s0, p2 = s0, p3 = s0;
-  for (; n >= 16; n -= 16, g += 16, x += 16) {
-    const __m256 ga = _mm256_loadu_ps(g), gb = _mm256_loadu_ps(g + 8);
-    const __m256 xa = _mm256_loadu_ps(x), xb = _mm256_loadu_ps(x + 8);
-    const __m256d g0 = lo_pd(ga), g1 = hi_pd(ga), g2 = lo_pd(gb), g3 = hi_pd(gb);
-    s0 = _mm256_add_pd(s0, g0);
-    s1 = _mm256_add_pd(s1, g1);
-    s2 = _mm256_add_pd(s2, g2);
-    s3 = _mm256_add_pd(s3, g3);
-    p0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(lo_pd(xa), mu), p0);
-    p1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(hi_pd(xa), mu), p1);
-    p2 = _mm256_fmadd_pd(g2, _mm256_sub_pd(lo_pd(xb), mu), p2);
-    p3 = _mm256_fmadd_pd(g3, _mm256_sub_pd(hi_pd(xb), mu), p3);
-  }
-  if (n >= 8) {
-    const __m256 ga = _mm256_loadu_ps(g), xa = _mm256_loadu_ps(x);
-    const __m256d g0 = lo_pd(ga), g1 = hi_pd(ga);
-    s0 = _mm256_add_pd(s0, g0);
-    s1 = _mm256_add_pd(s1, g1);
-    p0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(lo_pd(xa), mu), p0);
-    p1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(hi_pd(xa), mu), p1);
-    n -= 8;
-    g += 8;
-    x += 8;
-  }
-  double s = 0, p = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double gv = static_cast<double>(g[i]);
-    s += gv;
-    p += gv * (static_cast<double>(x[i]) - mean);
-  }
-  out[0] = hsum4(s0, s1, s2, s3) + s;
-  out[1] = hsum4(p0, p1, p2, p3) + p;
+  block_sums<false>(n, g, x, static_cast<float>(mean), out);
 }
 
 void f32_bn_bwd_input_avx2(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, float b,
