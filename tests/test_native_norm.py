@@ -143,3 +143,17 @@ def test_empty_batch(dtype):
     assert gi.shape == x.shape and np.all(gw == 0) and np.all(gb == 0)
     out, mean, invstd = _cpu.batch_norm(x, rm, rv, None, None, False, 0.1, 1e-5)
     assert out.shape == x.shape and np.all(mean == rm)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 0), (4, 0, 5, 5)])
+def test_empty_planes_and_no_channels(rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[1]
+    rm, rv = np.full(c, 0.5, np.float32), np.full(c, 2.0, np.float32)
+    out, mean, invstd = _cpu.batch_norm(x, rm, rv, None, None, True, 0.1, 1e-5)
+    out_ref, mean_ref, invstd_ref = ref.batch_norm(x.astype(np.float64), None, None, None, None, True, 0.1, 1e-5)
+    assert out.shape == x.shape and mean.shape == (c,)
+    assert np.allclose(mean, mean_ref) and np.allclose(invstd, invstd_ref)
+    assert np.all(rm == 0.5) and np.all(rv == 2.0)
+    gi, gw, gb = _cpu.batch_norm_backward(x, x, None, mean, invstd, True, (True, True, True))
+    assert gi.shape == x.shape and gw.shape == (c,) and np.all(gw == 0) and np.all(gb == 0)
