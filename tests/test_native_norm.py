@@ -63,10 +63,12 @@ def test_plane_lengths_around_vector_widths(rng, dtype, hw, training):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 64, 40, 40), (16, 3, 50, 50), (6, 1, 300, 300), (64, 2, 33)])
+@pytest.mark.parametrize("shape", [(2, 64, 40, 40), (16, 3, 50, 50), (6, 1, 300, 300), (64, 2, 33),
+                                   (3, 5, 301, 297)])
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_both_plans_and_thread_counts(rng, threads, dtype, shape, nthreads):
-    # many channels: each task owns whole channels; few channels: planes are split
+    # many channels: each task owns whole channels; few channels: planes are split;
+    # the last shape's outputs (> 4 MiB) are streamed, from planes of every alignment
     _cpu.set_num_threads(nthreads)
     for training in (True, False):
         check_against_reference(*make(rng, shape, dtype), training, dtype)

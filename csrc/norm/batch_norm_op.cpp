@@ -20,6 +20,8 @@ struct BnKernels {
   void (*affine)(std::size_t, const T*, T*, T, T, T);
   void (*bwd_reduce)(std::size_t, const T*, const T*, double, double*);
   void (*bwd_input)(std::size_t, const T*, const T*, T*, T, T, T, T);
+  void (*affine_stream)(std::size_t, const T*, T*, T, T, T);
+  void (*bwd_input_stream)(std::size_t, const T*, const T*, T*, T, T, T, T);
 };
 
 struct BnConfig {
@@ -28,12 +30,16 @@ struct BnConfig {
 };
 
 const BnConfig kBn = {
-    {{f32_bn_stats_scalar, f32_bn_affine_scalar, f32_bn_bwd_reduce_scalar, f32_bn_bwd_input_scalar},
+    {{f32_bn_stats_scalar, f32_bn_affine_scalar, f32_bn_bwd_reduce_scalar, f32_bn_bwd_input_scalar,
+      f32_bn_affine_scalar, f32_bn_bwd_input_scalar},
      {NNKERN_X86_ONLY(f32_bn_stats_avx2), NNKERN_X86_ONLY(f32_bn_affine_avx2),
-      NNKERN_X86_ONLY(f32_bn_bwd_reduce_avx2), NNKERN_X86_ONLY(f32_bn_bwd_input_avx2)},
+      NNKERN_X86_ONLY(f32_bn_bwd_reduce_avx2), NNKERN_X86_ONLY(f32_bn_bwd_input_avx2),
+      NNKERN_X86_ONLY(f32_bn_affine_avx2), NNKERN_X86_ONLY(f32_bn_bwd_input_avx2)},
      {NNKERN_X86_ONLY(f32_bn_stats_avx512), NNKERN_X86_ONLY(f32_bn_affine_avx512),
-      NNKERN_X86_ONLY(f32_bn_bwd_reduce_avx512), NNKERN_X86_ONLY(f32_bn_bwd_input_avx512)}},
-    {f64_bn_stats_scalar, f64_bn_affine_scalar, f64_bn_bwd_reduce_scalar, f64_bn_bwd_input_scalar},
+      NNKERN_X86_ONLY(f32_bn_bwd_reduce_avx512), NNKERN_X86_ONLY(f32_bn_bwd_input_avx512),
+      NNKERN_X86_ONLY(f32_bn_affine_stream_avx512), NNKERN_X86_ONLY(f32_bn_bwd_input_stream_avx512)}},
+    {f64_bn_stats_scalar, f64_bn_affine_scalar, f64_bn_bwd_reduce_scalar, f64_bn_bwd_input_scalar,
+     f64_bn_affine_scalar, f64_bn_bwd_input_scalar},
 };
 
 template <class T>
@@ -46,6 +52,11 @@ BnKernels<double> kernels<double>() { return kBn.f64; }
 // 128 KiB of input per task: several times the cost of waking a pool thread,
 // so small arrays run inline and larger ones split into tasks worth a thread.
 constexpr std::size_t kTaskBytes = std::size_t{128} << 10;
+
+// Outputs of at least this size are written with non-temporal stores: more
+// than both cores' 2 MiB L2 would keep, so caching them only evicts the
+// inputs, and streaming saves reading each destination line first.
+constexpr std::size_t kStreamBytes = std::size_t{4} << 20;
 
 // x (N, C, *) as N*C contiguous planes of hw elements; plane p is (p / C, p % C).
 struct Planes {
@@ -136,9 +147,10 @@ void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView
   T* scale = shift + pl.c;
   T* offset = scale + pl.c;
 
+  const auto affine = pl.count() * pl.hw * sizeof(T) >= kStreamBytes ? k.affine_stream : k.affine;
   auto affine_plane = [&](std::size_t p) {
     const std::size_t c = p % pl.c;
-    k.affine(pl.hw, x + p * pl.hw, out + p * pl.hw, shift[c], scale[c], offset[c]);
+    affine(pl.hw, x + p * pl.hw, out + p * pl.hw, shift[c], scale[c], offset[c]);
   };
   if (!training) {
     for (std::size_t c = 0; c < pl.c; ++c) {
@@ -231,10 +243,11 @@ void batch_norm_backward_typed(const ArrayView& gv, const ArrayView& xv, const A
       cc[c] = T(0);
     }
   };
+  const auto bwd_input = pl.count() * pl.hw * sizeof(T) >= kStreamBytes ? k.bwd_input_stream : k.bwd_input;
   auto input_plane = [&](std::size_t p) {
     if (gi == nullptr) return;
     const std::size_t c = p % pl.c;
-    k.bwd_input(pl.hw, g + p * pl.hw, x + p * pl.hw, gi + p * pl.hw, mean[c], ca[c], cb[c], cc[c]);
+    bwd_input(pl.hw, g + p * pl.hw, x + p * pl.hw, gi + p * pl.hw, mean[c], ca[c], cb[c], cc[c]);
   };
   run_planned<T>(pl, reduce && gi != nullptr, reduce_plane, finish, input_plane);
 }

@@ -14,6 +14,9 @@
 // bwd_reduce: out[0] = sum(g), out[1] = sum(g * (x - mean)), summed likewise.
 // For float32, shift and mean are float32 values (an element, the saved mean).
 // bwd_input:  gi = g * a + (x - mean) * b + c.
+// *_stream variants write with non-temporal stores (for outputs larger than
+// the caches: no read-for-ownership of the destination lines) and end with a
+// store fence; a family without them lists its plain kernels instead.
 // Each kernel sums in a fixed order that depends only on n, so a plane gives
 // the same bits whichever thread runs it.
 #pragma once
@@ -34,6 +37,10 @@ using F32BnBwdInputFn = void (*)(std::size_t n, const float* g, const float* x, 
   void f32_bn_bwd_reduce_##isa(std::size_t n, const float* g, const float* x, double mean, double* out);  \
   void f32_bn_bwd_input_##isa(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, \
                               float b, float c);
+
+void f32_bn_affine_stream_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset);
+void f32_bn_bwd_input_stream_avx512(std::size_t n, const float* g, const float* x, float* gi, float mean, float a,
+                                    float b, float c);
 
 NNKERN_DECLARE_BN(scalar)
 NNKERN_DECLARE_BN(avx2)

@@ -78,15 +78,57 @@ void f32_bn_stats_avx512(std::size_t n, const float* x, double shift, double* ou
   block_sums<true>(n, x, x, static_cast<float>(shift), out);
 }
 
-void f32_bn_affine_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+namespace {
+
+// y[i] = op(i) over n elements, 16 at a time; with kStream, unaligned head
+// elements go through a masked store up to the 64-byte boundary of y, then
+// whole lines are streamed, and a fence orders the streamed lines before the
+// caller signals completion to other threads.
+template <bool kStream, class Op>
+inline void write_vectors(std::size_t n, float* y, const Op& op) {
+  const __mmask16 all = _cvtu32_mask16(0xffff);
+  std::size_t i = 0;
+  if (kStream) {
+    const std::size_t head = (64 - reinterpret_cast<std::size_t>(y) % 64) % 64 / sizeof(float);
+    if (head < n) {
+      if (head != 0) _mm512_mask_storeu_ps(y, tail_mask(head), op(0, tail_mask(head)));
+      for (i = head; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, op(i, all));
+    }
+  }
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, op(i, all));
+  if (i != n) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m, op(i, m));
+  }
+  if (kStream) _mm_sfence();
+}
+
+template <bool kStream>
+inline void affine(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
   const __m512 sh = _mm512_set1_ps(shift), sc = _mm512_set1_ps(scale), of = _mm512_set1_ps(offset);
-  for (; n >= 16; n -= 16, x += 16, y += 16) {
-    _mm512_storeu_ps(y, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x), sh), sc, of));
-  }
-  if (n != 0) {
-    const __mmask16 m = tail_mask(n);
-    _mm512_mask_storeu_ps(y, m, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x), sh), sc, of));
-  }
+  write_vectors<kStream>(n, y, [&](std::size_t i, __mmask16 m) {
+    return _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh), sc, of);
+  });
+}
+
+template <bool kStream>
+inline void bwd_input(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, float b,
+                      float c) {
+  const __m512 mu = _mm512_set1_ps(mean), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vc = _mm512_set1_ps(c);
+  write_vectors<kStream>(n, gi, [&](std::size_t i, __mmask16 m) {
+    const __m512 t = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mu), vb, vc);
+    return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g + i), va, t);
+  });
+}
+
+}  // namespace
+
+void f32_bn_affine_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+  affine<false>(n, x, y, shift, scale, offset);
+}
+
+void f32_bn_affine_stream_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+  affine<true>(n, x, y, shift, scale, offset);
 }
 
 void f32_bn_bwd_reduce_avx512(std::size_t n, const float* g, const float* x, double mean, double* out) {
@@ -95,16 +137,12 @@ void f32_bn_bwd_reduce_avx512(std::size_t n, const float* g, const float* x, dou
 
 void f32_bn_bwd_input_avx512(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, float b,
                              float c) {
-  const __m512 mu = _mm512_set1_ps(mean), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vc = _mm512_set1_ps(c);
-  for (; n >= 16; n -= 16, g += 16, x += 16, gi += 16) {
-    const __m512 t = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x), mu), vb, vc);
-    _mm512_storeu_ps(gi, _mm512_fmadd_ps(_mm512_loadu_ps(g), va, t));
-  }
-  if (n != 0) {
-    const __mmask16 m = tail_mask(n);
-    const __m512 t = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x), mu), vb, vc);
-    _mm512_mask_storeu_ps(gi, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g), va, t));
-  }
+  bwd_input<false>(n, g, x, gi, mean, a, b, c);
+}
+
+void f32_bn_bwd_input_stream_avx512(std::size_t n, const float* g, const float* x, float* gi, float mean, float a,
+                                    float b, float c) {
+  bwd_input<true>(n, g, x, gi, mean, a, b, c);
 }
 
 }  // namespace nnkern::norm
