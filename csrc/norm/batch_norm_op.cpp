@@ -34,7 +34,7 @@ const BnConfig kBn = {
       f32_bn_affine_scalar, f32_bn_bwd_input_scalar},
      {NNKERN_X86_ONLY(f32_bn_stats_avx2), NNKERN_X86_ONLY(f32_bn_affine_avx2),
       NNKERN_X86_ONLY(f32_bn_bwd_reduce_avx2), NNKERN_X86_ONLY(f32_bn_bwd_input_avx2),
-      NNKERN_X86_ONLY(f32_bn_affine_avx2), NNKERN_X86_ONLY(f32_bn_bwd_input_avx2)},
+      NNKERN_X86_ONLY(f32_bn_affine_stream_avx2), NNKERN_X86_ONLY(f32_bn_bwd_input_stream_avx2)},
      {NNKERN_X86_ONLY(f32_bn_stats_avx512), NNKERN_X86_ONLY(f32_bn_affine_avx512),
       NNKERN_X86_ONLY(f32_bn_bwd_reduce_avx512), NNKERN_X86_ONLY(f32_bn_bwd_input_avx512),
       NNKERN_X86_ONLY(f32_bn_affine_stream_avx512), NNKERN_X86_ONLY(f32_bn_bwd_input_stream_avx512)}},

@@ -16,7 +16,7 @@
 // bwd_input:  gi = g * a + (x - mean) * b + c.
 // *_stream variants write with non-temporal stores (for outputs larger than
 // the caches: no read-for-ownership of the destination lines) and end with a
-// store fence; a family without them lists its plain kernels instead.
+// store fence; the scalar family lists its plain kernels instead.
 // Each kernel sums in a fixed order that depends only on n, so a plane gives
 // the same bits whichever thread runs it.
 #pragma once
@@ -38,9 +38,15 @@ using F32BnBwdInputFn = void (*)(std::size_t n, const float* g, const float* x, 
   void f32_bn_bwd_input_##isa(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, \
                               float b, float c);
 
-void f32_bn_affine_stream_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset);
-void f32_bn_bwd_input_stream_avx512(std::size_t n, const float* g, const float* x, float* gi, float mean, float a,
-                                    float b, float c);
+#define NNKERN_DECLARE_BN_STREAM(isa)                                                                        \
+  void f32_bn_affine_stream_##isa(std::size_t n, const float* x, float* y, float shift, float scale,          \
+                                  float offset);                                                             \
+  void f32_bn_bwd_input_stream_##isa(std::size_t n, const float* g, const float* x, float* gi, float mean,   \
+                                     float a, float b, float c);
+
+NNKERN_DECLARE_BN_STREAM(avx2)
+NNKERN_DECLARE_BN_STREAM(avx512)
+#undef NNKERN_DECLARE_BN_STREAM
 
 NNKERN_DECLARE_BN(scalar)
 NNKERN_DECLARE_BN(avx2)

@@ -72,12 +72,56 @@ void f32_bn_stats_avx2(std::size_t n, const float* x, double shift, double* out)
   block_sums<true>(n, x, x, static_cast<float>(shift), out);
 }
 
-void f32_bn_affine_avx2(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
-  const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale), of = _mm256_set1_ps(offset);
-  for (; n >= 8; n -= 8, x += 8, y += 8) {
-    _mm256_storeu_ps(y, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x), sh), sc, of));
+namespace {
+
+// y[i] over n elements, 8 at a time by vec(i), the rest by one(i); with
+// kStream, head elements up to the 32-byte boundary of y are written one by
+// one, then whole vectors are streamed, and a fence orders the streamed
+// lines before the caller signals completion to other threads.
+template <bool kStream, class Vec, class One>
+inline void write_vectors(std::size_t n, float* y, const Vec& vec, const One& one) {
+  std::size_t i = 0;
+  if (kStream) {
+    const std::size_t head = (32 - reinterpret_cast<std::size_t>(y) % 32) % 32 / sizeof(float);
+    if (head < n) {
+      for (; i < head; ++i) y[i] = one(i);
+      for (; i + 8 <= n; i += 8) _mm256_stream_ps(y + i, vec(i));
+    }
   }
-  for (std::size_t i = 0; i < n; ++i) y[i] = (x[i] - shift) * scale + offset;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, vec(i));
+  for (; i < n; ++i) y[i] = one(i);
+  if (kStream) _mm_sfence();
+}
+
+template <bool kStream>
+inline void affine(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+  const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale), of = _mm256_set1_ps(offset);
+  write_vectors<kStream>(
+      n, y, [&](std::size_t i) { return _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc, of); },
+      [&](std::size_t i) { return (x[i] - shift) * scale + offset; });
+}
+
+template <bool kStream>
+inline void bwd_input(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, float b,
+                      float c) {
+  const __m256 mu = _mm256_set1_ps(mean), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
+  write_vectors<kStream>(
+      n, gi,
+      [&](std::size_t i) {
+        const __m256 t = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mu), vb, vc);
+        return _mm256_fmadd_ps(_mm256_loadu_ps(g + i), va, t);
+      },
+      [&](std::size_t i) { return g[i] * a + ((x[i] - mean) * b + c); });
+}
+
+}  // namespace
+
+void f32_bn_affine_avx2(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+  affine<false>(n, x, y, shift, scale, offset);
+}
+
+void f32_bn_affine_stream_avx2(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+  affine<true>(n, x, y, shift, scale, offset);
 }
 
 void f32_bn_bwd_reduce_avx2(std::size_t n, const float* g, const float* x, double mean, double* out) {
@@ -86,12 +130,12 @@ void f32_bn_bwd_reduce_avx2(std::size_t n, const float* g, const float* x, doubl
 
 void f32_bn_bwd_input_avx2(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, float b,
                            float c) {
-  const __m256 mu = _mm256_set1_ps(mean), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
-  for (; n >= 8; n -= 8, g += 8, x += 8, gi += 8) {
-    const __m256 t = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x), mu), vb, vc);
-    _mm256_storeu_ps(gi, _mm256_fmadd_ps(_mm256_loadu_ps(g), va, t));
-  }
-  for (std::size_t i = 0; i < n; ++i) gi[i] = g[i] * a + ((x[i] - mean) * b + c);
+  bwd_input<false>(n, g, x, gi, mean, a, b, c);
+}
+
+void f32_bn_bwd_input_stream_avx2(std::size_t n, const float* g, const float* x, float* gi, float mean, float a,
+                                  float b, float c) {
+  bwd_input<true>(n, g, x, gi, mean, a, b, c);
 }
 
 }  // namespace nnkern::norm
