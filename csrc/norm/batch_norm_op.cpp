@@ -71,8 +71,9 @@ Planes planes_of(const ArrayView& x) {
   return p;
 }
 
-// Runs per_channel(c) for every channel c when each task can own whole
-// channels (every pass over a channel then re-reads its planes from cache);
+// Runs, for every channel c: planes_a over its planes, finish(c), planes_b over
+// its planes, with each task owning whole channels when that pays (the second
+// pass over a channel then re-reads its planes from cache);
 // otherwise runs planes_a(p) over all planes, finish(c) for every channel, and
 // planes_b(p) over all planes. Both plans compute every plane with the same
 // kernel calls and combine per-plane partial sums in plane order, so the
