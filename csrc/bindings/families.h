@@ -10,5 +10,6 @@ void bind_pool(pybind11::module_& m);       // max / avg / adaptive-avg pooling,
 void bind_norm(pybind11::module_& m);       // batch normalization, forward and backward
 void bind_gemm(pybind11::module_& m);       // GEMM and linear, forward and backward
 void bind_pointwise(pybind11::module_& m);  // sigmoid, tanh, softmax, log_softmax, cross-entropy, dropout
+void bind_conv(pybind11::module_& m);       // conv2d forward and backward (conv1d maps onto it)
 
 }  // namespace nnkern::bindings

@@ -18,7 +18,10 @@ from .backends import cpu as _cpu_backend  # selects the kernel ISA once, at imp
 from .functional import *  # noqa: F401,F403  (the public functional API)
 from .functional import __all__ as _functional_all
 from ._info import empty_cache, get_num_threads, info, set_num_threads
+from ._io import load, save
+from . import nn, optim  # noqa: E402  (the layer API, on the functional API above)
 
-__all__ = ["__version__", "use_backend", "info", "set_num_threads", "get_num_threads", "empty_cache",
+__all__ = ["__version__", "use_backend", "info", "set_num_threads", "get_num_threads", "empty_cache", "save", "load",
+           "nn", "optim",
            *_functional_all]
 del _cpu_backend

@@ -1,0 +1,3 @@
+"""Native conv ops (none registered yet)."""
+
+OPS: dict = {}
