@@ -1,0 +1,365 @@
+#include "conv/conv_op.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+#include "core/thread_pool.h"
+#include "core/workspace.h"
+#include "gemm/gemm.h"
+
+namespace nnkern::ops {
+namespace {
+
+using std::ptrdiff_t;
+using std::size_t;
+
+// im2col tiles hold about this many bytes of columns: with the GEMM's packed
+// copy of the same tile they stay inside one core's 2 MiB L2.
+constexpr size_t kTileBytes = size_t{1} << 20;
+// At least this many output pixels per GEMM: each call packs the weight
+// (O x K) again, which below ~256 columns costs as much as the arithmetic.
+constexpr size_t kMinTileCols = 256;
+
+size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+// Derived sizes of one convolution.
+struct Plan {
+  const ConvGeometry& g;
+  size_t cg, og;      // channels per group in / out
+  size_t k;           // GEMM depth: cg * kh * kw
+  size_t hw, p;       // input / output pixels per plane
+  bool direct_1x1;    // 1x1, stride 1, no padding: the input plane is the column matrix
+  explicit Plan(const ConvGeometry& geo)
+      : g(geo), cg(geo.c / geo.groups), og(geo.o / geo.groups), k(cg * geo.kh * geo.kw), hw(geo.h * geo.w),
+        p(geo.oh * geo.ow),
+        direct_1x1(geo.kh == 1 && geo.kw == 1 && geo.sh == 1 && geo.sw == 1 && geo.pt == 0 && geo.pl == 0 &&
+                   geo.oh == geo.h && geo.ow == geo.w) {}
+};
+
+// The output positions [lo, hi) within [0, out_len) whose input position
+// o * s + off lies inside [0, len).
+void valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t len, ptrdiff_t out_len, ptrdiff_t& lo, ptrdiff_t& hi) {
+  lo = off >= 0 ? 0 : (-off + s - 1) / s;
+  hi = len - 1 - off < 0 ? 0 : (len - 1 - off) / s + 1;
+  hi = std::min(hi, out_len);
+  lo = std::min(lo, hi);
+}
+
+// Rows [r0, r1) (r = (c, i, j) as in the weight) of group grp's column matrix
+// for the global output pixels [q0, q1) (q = n * P + pixel; a tile may span
+// images), into dst with leading dimension q1 - q0. Padding reads as zero.
+template <class T>
+void im2col(const Plan& pl, const T* x, size_t grp, size_t r0, size_t r1, size_t q0, size_t q1, T* dst) {
+  const ConvGeometry& g = pl.g;
+  const size_t cols = q1 - q0, taps = g.kh * g.kw;
+  const auto sw = static_cast<ptrdiff_t>(g.sw);
+  for (size_t r = r0; r < r1; ++r) {
+    const size_t c = r / taps, i = r / g.kw % g.kh, j = r % g.kw;
+    const ptrdiff_t off_x = static_cast<ptrdiff_t>(j * g.dw) - static_cast<ptrdiff_t>(g.pl);
+    ptrdiff_t lo_x, hi_x;
+    valid_range(off_x, sw, static_cast<ptrdiff_t>(g.w), static_cast<ptrdiff_t>(g.ow), lo_x, hi_x);
+    T* d = dst + (r - r0) * cols;
+    for (size_t q = q0; q < q1;) {
+      const size_t n = q / pl.p, pix = q % pl.p, oy = pix / g.ow;
+      const auto ox0 = static_cast<ptrdiff_t>(pix % g.ow);
+      const auto ox1 = static_cast<ptrdiff_t>(std::min(g.ow, pix % g.ow + (q1 - q)));
+      const ptrdiff_t iy = static_cast<ptrdiff_t>(oy * g.sh + i * g.dh) - static_cast<ptrdiff_t>(g.pt);
+      const size_t len = static_cast<size_t>(ox1 - ox0);
+      if (iy < 0 || iy >= static_cast<ptrdiff_t>(g.h)) {
+        std::fill_n(d, len, T(0));
+      } else {
+        const T* row = x + ((n * g.c + grp * pl.cg + c) * g.h + static_cast<size_t>(iy)) * g.w + off_x;
+        const ptrdiff_t a = std::clamp(lo_x, ox0, ox1), b = std::clamp(hi_x, a, ox1);
+        std::fill(d, d + (a - ox0), T(0));
+        if (sw == 1) {
+          std::memcpy(d + (a - ox0), row + a, static_cast<size_t>(b - a) * sizeof(T));
+        } else {
+          for (ptrdiff_t ox = a; ox < b; ++ox) d[ox - ox0] = row[ox * sw];
+        }
+        std::fill(d + (b - ox0), d + len, T(0));
+      }
+      d += len;
+      q += len;
+    }
+  }
+}
+
+// gx[n, group grp] += the column gradient gcols (k x (p1 - p0), pixels
+// [p0, p1) of image n): each column entry goes back to the input pixel it was
+// read from, in a fixed order.
+template <class T>
+void col2im(const Plan& pl, const T* gcols, size_t n, size_t grp, size_t p0, size_t p1, T* gx) {
+  const ConvGeometry& g = pl.g;
+  const size_t cols = p1 - p0, taps = g.kh * g.kw;
+  const auto sw = static_cast<ptrdiff_t>(g.sw);
+  for (size_t r = 0; r < pl.k; ++r) {
+    const size_t c = r / taps, i = r / g.kw % g.kh, j = r % g.kw;
+    const ptrdiff_t off_x = static_cast<ptrdiff_t>(j * g.dw) - static_cast<ptrdiff_t>(g.pl);
+    ptrdiff_t lo_x, hi_x;
+    valid_range(off_x, sw, static_cast<ptrdiff_t>(g.w), static_cast<ptrdiff_t>(g.ow), lo_x, hi_x);
+    const T* s = gcols + r * cols;
+    for (size_t pix = p0; pix < p1;) {
+      const size_t oy = pix / g.ow;
+      const auto ox0 = static_cast<ptrdiff_t>(pix % g.ow);
+      const auto ox1 = static_cast<ptrdiff_t>(std::min(g.ow, pix % g.ow + (p1 - pix)));
+      const ptrdiff_t iy = static_cast<ptrdiff_t>(oy * g.sh + i * g.dh) - static_cast<ptrdiff_t>(g.pt);
+      if (iy >= 0 && iy < static_cast<ptrdiff_t>(g.h)) {
+        T* row = gx + ((n * g.c + grp * pl.cg + c) * g.h + static_cast<size_t>(iy)) * g.w + off_x;
+        const ptrdiff_t a = std::clamp(lo_x, ox0, ox1), b = std::clamp(hi_x, a, ox1);
+        for (ptrdiff_t ox = a; ox < b; ++ox) row[ox * sw] += s[ox - ox0];
+      }
+      s += ox1 - ox0;
+      pix += static_cast<size_t>(ox1 - ox0);
+    }
+  }
+}
+
+// out[n, o0 + r, pixel] = act(src[r, q - q0] + bias + residual) for the global
+// pixels [q0, q1); src may be the output itself (in place).
+template <class T>
+void epilogue(const Plan& pl, const T* src, size_t ld_src, size_t rows, size_t o0, size_t q0, size_t q1,
+              const T* bias, const T* residual, bool relu, T* out) {
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t o = o0 + r;
+    const T* s = src + r * ld_src;
+    for (size_t q = q0; q < q1;) {
+      const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
+      const size_t at = (n * pl.g.o + o) * pl.p + pix;
+      T* d = out + at;
+      if (bias != nullptr) {
+        const T b = bias[o];
+        for (size_t i = 0; i < len; ++i) d[i] = s[i] + b;
+      } else if (d != s) {
+        std::memcpy(d, s, len * sizeof(T));
+      }
+      if (residual != nullptr) {
+        const T* res = residual + at;
+        for (size_t i = 0; i < len; ++i) d[i] += res[i];
+      }
+      if (relu) {
+        // NaN fails the compare and passes through, as torch.relu
+        for (size_t i = 0; i < len; ++i) d[i] = d[i] < T(0) ? T(0) : d[i];
+      }
+      s += len;
+      q += len;
+    }
+  }
+}
+
+// Runs task(t, scratch) for t in [0, tasks): split over the pool when there
+// are enough tasks to feed every thread (GEMMs inside then run inline), else
+// one after the other on this thread, each GEMM threading over its own tiles.
+template <class Task>
+void run_tasks(size_t tasks, size_t scratch_bytes, const Task& task) {
+  if (tasks == 0) return;
+  if (tasks >= static_cast<size_t>(get_num_threads())) {
+    parallel_for(tasks, [&](size_t first, size_t last) {
+      ScratchBuffer scratch = acquire_scratch(scratch_bytes);
+      for (size_t t = first; t < last; ++t) task(t, scratch.data());
+    });
+  } else {
+    ScratchBuffer scratch = acquire_scratch(scratch_bytes);
+    for (size_t t = 0; t < tasks; ++t) task(t, scratch.data());
+  }
+}
+
+template <class T>
+void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  const ConvGeometry& g = pl.g;
+  const size_t total = g.n * pl.p;
+  if (total == 0 || g.o == 0) return;
+  // Tiles of output pixels (spanning images when planes are small), balanced
+  // so that every thread gets the same number.
+  const size_t threads = static_cast<size_t>(get_num_threads());
+  const size_t tile_target = std::max(kMinTileCols, kTileBytes / (pl.k * sizeof(T)));
+  size_t n_tiles = ceil_div(total, tile_target);
+  if (g.groups * n_tiles < threads * 8) n_tiles = std::min(total, ceil_div(n_tiles, threads) * threads);
+  const size_t max_cols = ceil_div(total, n_tiles);
+  // columns (k x tile) then the GEMM result of a tile that spans images (og x tile)
+  const size_t scratch_bytes = (pl.k + pl.og) * max_cols * sizeof(T);
+  run_tasks(g.groups * n_tiles, scratch_bytes, [&](size_t t, void* scratch) {
+    const size_t grp = t / n_tiles, tile = t % n_tiles;
+    const size_t q0 = tile * total / n_tiles, q1 = (tile + 1) * total / n_tiles, cols = q1 - q0;
+    T* const col_buf = static_cast<T*>(scratch);
+    T* const c_buf = col_buf + pl.k * max_cols;
+    const size_t n0 = q0 / pl.p;
+    const bool one_image = n0 == (q1 - 1) / pl.p;
+    gemm::GemmArgs<T> a;
+    a.m = pl.og;
+    a.n = cols;
+    a.k = pl.k;
+    a.a = gemm::row_major(w + grp * pl.og * pl.k, pl.k);
+    if (pl.direct_1x1 && one_image) {
+      a.b = gemm::row_major(x + (n0 * g.c + grp * pl.cg) * pl.hw + q0 % pl.p, pl.hw);
+    } else {
+      im2col(pl, x, grp, 0, pl.k, q0, q1, col_buf);
+      a.b = gemm::row_major(col_buf, cols);
+    }
+    if (one_image) {
+      a.c = out + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p;
+      a.ldc = pl.p;
+    } else {
+      a.c = c_buf;
+      a.ldc = cols;
+    }
+    gemm::gemm(a);
+    epilogue(pl, a.c, a.ldc, pl.og, grp * pl.og, q0, q1, bias, residual, relu, out);
+  });
+}
+
+// grad_bias[o] = sum over images and pixels, in that order, accumulated in
+// double: the same bits for every thread count.
+template <class T>
+void grad_bias_typed(const Plan& pl, const T* go, T* gb) {
+  const ConvGeometry& g = pl.g;
+  parallel_for(g.o, [&](size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o) {
+      double s = 0;
+      for (size_t n = 0; n < g.n; ++n) {
+        const T* plane = go + (n * g.o + o) * pl.p;
+        for (size_t i = 0; i < pl.p; ++i) s += static_cast<double>(plane[i]);
+      }
+      gb[o] = static_cast<T>(s);
+    }
+  });
+}
+
+// grad_weight[grp] (og x k) = sum over pixel tiles, in order, of
+// grad_out tile (og x cols) @ columns tile^T (cols x k). The tiles depend only
+// on the shape, and the threads split the k columns of grad_weight (each task
+// builds only its rows of the columns), so every element is the same chain of
+// GEMM accumulations whatever the thread count: the same bits for any count.
+template <class T>
+void grad_weight_typed(const Plan& pl, const T* go, const T* x, T* gw) {
+  const ConvGeometry& g = pl.g;
+  const size_t total = g.n * pl.p;
+  if (total == 0) {
+    std::fill_n(gw, g.o * pl.k, T(0));
+    return;
+  }
+  const size_t threads = static_cast<size_t>(get_num_threads());
+  const size_t tile = std::min(total, std::max(kMinTileCols, kTileBytes / (pl.k * sizeof(T))));
+  const size_t n_tiles = ceil_div(total, tile);
+  // at least 32 rows per task: each task packs the grad_out tile again
+  const size_t row_blocks = std::max<size_t>(1, std::min(threads, pl.k / 32));
+  const size_t max_rows = ceil_div(pl.k, row_blocks);
+  const size_t scratch_bytes = (max_rows + pl.og) * tile * sizeof(T);
+  run_tasks(g.groups * row_blocks, scratch_bytes, [&](size_t t, void* scratch) {
+    const size_t grp = t / row_blocks, blk = t % row_blocks;
+    const size_t r0 = blk * pl.k / row_blocks, r1 = (blk + 1) * pl.k / row_blocks, rows = r1 - r0;
+    T* const col_buf = static_cast<T*>(scratch);
+    T* const go_buf = col_buf + max_rows * tile;
+    for (size_t ti = 0; ti < n_tiles; ++ti) {
+      const size_t q0 = ti * tile, q1 = std::min(total, q0 + tile), cols = q1 - q0;
+      const size_t n0 = q0 / pl.p;
+      gemm::GemmArgs<T> a;
+      a.m = pl.og;
+      a.n = rows;
+      a.k = cols;
+      if (n0 == (q1 - 1) / pl.p) {
+        a.a = gemm::row_major(go + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p, pl.p);
+      } else {
+        // a tile spanning images: gather its grad_out rows into one matrix
+        for (size_t r = 0; r < pl.og; ++r) {
+          T* d = go_buf + r * cols;
+          for (size_t q = q0; q < q1;) {
+            const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
+            std::memcpy(d, go + (n * g.o + grp * pl.og + r) * pl.p + pix, len * sizeof(T));
+            d += len;
+            q += len;
+          }
+        }
+        a.a = gemm::row_major(go_buf, cols);
+      }
+      if (pl.direct_1x1 && n0 == (q1 - 1) / pl.p) {
+        a.b = gemm::row_major(x + (n0 * g.c + grp * pl.cg + r0) * pl.hw + q0 % pl.p, pl.hw, true);
+      } else {
+        im2col(pl, x, grp, r0, r1, q0, q1, col_buf);
+        a.b = gemm::row_major(col_buf, cols, true);
+      }
+      a.beta = ti == 0 ? T(0) : T(1);
+      a.c = gw + grp * pl.og * pl.k + r0;
+      a.ldc = pl.k;
+      gemm::gemm(a);
+    }
+  });
+}
+
+// grad_input[n, grp] = col2im(weight[grp]^T @ grad_out[n, grp]), tile by tile
+// in pixel order; images and groups are independent tasks (disjoint outputs).
+// For a 1x1 stride-1 unpadded conv the GEMM writes the gradient directly.
+template <class T>
+void grad_input_typed(const Plan& pl, const T* go, const T* w, T* gx) {
+  const ConvGeometry& g = pl.g;
+  const size_t tile = pl.p == 0 ? 1 : std::min(pl.p, std::max<size_t>(64, kTileBytes / (pl.k * sizeof(T))));
+  const size_t n_tiles = pl.p == 0 ? 0 : ceil_div(pl.p, tile);
+  run_tasks(g.n * g.groups, pl.k * tile * sizeof(T), [&](size_t t, void* scratch) {
+    const size_t n = t / g.groups, grp = t % g.groups;
+    T* const plane = gx + (n * g.c + grp * pl.cg) * pl.hw;
+    const T* const go_g = go + (n * g.o + grp * pl.og) * pl.p;
+    gemm::GemmArgs<T> a;
+    a.m = pl.k;
+    a.k = pl.og;
+    a.a = gemm::row_major(w + grp * pl.og * pl.k, pl.k, true);
+    if (pl.direct_1x1) {
+      a.n = pl.p;
+      a.b = gemm::row_major(go_g, pl.p);
+      a.c = plane;
+      a.ldc = pl.hw;
+      gemm::gemm(a);
+      return;
+    }
+    std::fill_n(plane, pl.cg * pl.hw, T(0));
+    T* const gcols = static_cast<T*>(scratch);
+    for (size_t ti = 0; ti < n_tiles; ++ti) {
+      const size_t p0 = ti * tile, p1 = std::min(pl.p, p0 + tile);
+      a.n = p1 - p0;
+      a.b = gemm::row_major(go_g + p0, pl.p);
+      a.c = gcols;
+      a.ldc = p1 - p0;
+      gemm::gemm(a);
+      col2im(pl, gcols, n, grp, p0, p1, gx);
+    }
+  });
+}
+
+template <class T>
+const T* data_or_null(const ArrayView* v) {
+  return v != nullptr ? v->as<T>() : nullptr;
+}
+
+template <class T>
+void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView& x, const ArrayView& w,
+                           const ArrayView* gx, const ArrayView* gw, const ArrayView* gb) {
+  if (gb != nullptr) grad_bias_typed(pl, go.as<T>(), gb->as<T>());
+  if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+  if (gx != nullptr) grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
+}
+
+}  // namespace
+
+void conv2d(const ConvGeometry& g, const ArrayView& x, const ArrayView& weight, const ArrayView* bias,
+            const ArrayView* residual, bool relu, const ArrayView& out) {
+  const Plan pl(g);
+  if (x.dtype == Dtype::f32) {
+    conv2d_typed(pl, x.as<float>(), weight.as<float>(), data_or_null<float>(bias), data_or_null<float>(residual),
+                 relu, out.as<float>());
+  } else {
+    conv2d_typed(pl, x.as<double>(), weight.as<double>(), data_or_null<double>(bias),
+                 data_or_null<double>(residual), relu, out.as<double>());
+  }
+}
+
+void conv2d_backward(const ConvGeometry& g, const ArrayView& grad_output, const ArrayView& x,
+                     const ArrayView& weight, const ArrayView* grad_input, const ArrayView* grad_weight,
+                     const ArrayView* grad_bias) {
+  const Plan pl(g);
+  if (x.dtype == Dtype::f32) {
+    conv2d_backward_typed<float>(pl, grad_output, x, weight, grad_input, grad_weight, grad_bias);
+  } else {
+    conv2d_backward_typed<double>(pl, grad_output, x, weight, grad_input, grad_weight, grad_bias);
+  }
+}
+
+}  // namespace nnkern::ops
