@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <vector>
 
+#include "conv/dwconv.h"
+#include "core/dispatch.h"
 #include "core/thread_pool.h"
 #include "core/workspace.h"
 #include "gemm/gemm.h"
@@ -165,7 +168,7 @@ void run_tasks(size_t tasks, size_t scratch_bytes, const Task& task) {
 }
 
 template <class T>
-void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
   const ConvGeometry& g = pl.g;
   const size_t total = g.n * pl.p;
   if (total == 0 || g.o == 0) return;
@@ -324,6 +327,171 @@ void grad_input_typed(const Plan& pl, const T* go, const T* w, T* gx) {
   });
 }
 
+// ---- one input channel per group (depthwise, channel multipliers): direct kernels
+
+struct DwconvConfig {
+  PerIsa<conv::DwconvRowFn<float>> f32_row;
+  PerIsa<conv::DwconvWgradRowFn<float>> f32_wgrad;
+};
+
+const DwconvConfig kDwconv = {
+    {conv::f32_dwconv_row_scalar, NNKERN_X86_ONLY(conv::f32_dwconv_row_avx2),
+     NNKERN_X86_ONLY(conv::f32_dwconv_row_avx512)},
+    {conv::f32_dwconv_wgrad_row_scalar, NNKERN_X86_ONLY(conv::f32_dwconv_wgrad_row_avx2),
+     NNKERN_X86_ONLY(conv::f32_dwconv_wgrad_row_avx512)},
+};
+
+conv::DwconvRowFn<float> dw_row(float) { return kDwconv.f32_row.active(); }
+conv::DwconvRowFn<double> dw_row(double) { return conv::f64_dwconv_row_scalar; }
+conv::DwconvWgradRowFn<float> dw_wgrad(float) { return kDwconv.f32_wgrad.active(); }
+conv::DwconvWgradRowFn<double> dw_wgrad(double) { return conv::f64_dwconv_wgrad_row_scalar; }
+
+// dst (ph x pw) = src (h x w) moved down by `top` rows and right by `left`
+// columns (negative: cropped), zeros elsewhere.
+template <class T>
+void pad_plane(const T* src, size_t h, size_t w, ptrdiff_t top, ptrdiff_t left, size_t ph, size_t pw, T* dst) {
+  const auto spw = static_cast<ptrdiff_t>(pw);
+  const ptrdiff_t c0 = std::clamp<ptrdiff_t>(left, 0, spw);
+  const ptrdiff_t c1 = std::clamp<ptrdiff_t>(left + static_cast<ptrdiff_t>(w), c0, spw);
+  for (size_t r = 0; r < ph; ++r) {
+    T* d = dst + r * pw;
+    const ptrdiff_t sr = static_cast<ptrdiff_t>(r) - top;
+    if (sr < 0 || sr >= static_cast<ptrdiff_t>(h)) {
+      std::fill_n(d, pw, T(0));
+      continue;
+    }
+    std::fill(d, d + c0, T(0));
+    std::memcpy(d + c0, src + static_cast<size_t>(sr) * w + (c0 - left), static_cast<size_t>(c1 - c0) * sizeof(T));
+    std::fill(d + c1, d + pw, T(0));
+  }
+}
+
+// The padded input extent a depthwise conv reads.
+struct DwPadded {
+  size_t ph, pw;
+  explicit DwPadded(const ConvGeometry& g)
+      : ph((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1), pw((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) {}
+};
+
+// Each task pads one input plane into scratch and computes its og output
+// planes row by row, the epilogue applied to each row while it is in L1.
+template <class T>
+void dwconv_forward(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  const ConvGeometry& g = pl.g;
+  if (pl.p == 0) return;
+  const DwPadded pd(g);
+  const auto kernel = dw_row(T());
+  const size_t taps = g.kh * g.kw;
+  parallel_for(g.n * g.c, [&](size_t first, size_t last) {
+    ScratchBuffer scratch = acquire_scratch(pd.ph * pd.pw * sizeof(T));
+    T* const pad = scratch.as<T>();
+    std::vector<const T*> rows(g.kh);
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.c, c = t % g.c;
+      pad_plane(x + t * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl), pd.ph, pd.pw,
+                pad);
+      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+        const T init = bias != nullptr ? bias[o] : T(0);
+        T* const plane = out + (n * g.o + o) * pl.p;
+        for (size_t oy = 0; oy < g.oh; ++oy) {
+          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
+          T* const orow = plane + oy * g.ow;
+          kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), w + o * taps, init, orow);
+          if (residual != nullptr) {
+            const T* res = residual + (orow - out);
+            for (size_t i = 0; i < g.ow; ++i) orow[i] += res[i];
+          }
+          if (relu) {
+            for (size_t i = 0; i < g.ow; ++i) orow[i] = orow[i] < T(0) ? T(0) : orow[i];
+          }
+        }
+      }
+    }
+  });
+}
+
+// grad_input plane by plane. Stride 1 with one output per channel: a
+// depthwise conv of the padded grad_output with the flipped kernel (the
+// forward row kernel). Otherwise: scatter each tap into a padded plane, then crop.
+template <class T>
+void dwconv_grad_input(const Plan& pl, const T* go, const T* w, T* gx) {
+  const ConvGeometry& g = pl.g;
+  const size_t taps = g.kh * g.kw;
+  const bool as_conv = g.sh == 1 && g.sw == 1 && pl.og == 1;
+  const DwPadded pd(g);
+  const size_t gph = as_conv ? g.h + (g.kh - 1) * g.dh : pd.ph;
+  const size_t gpw = as_conv ? g.w + (g.kw - 1) * g.dw : pd.pw;
+  const auto kernel = dw_row(T());
+  parallel_for(g.n * g.c, [&](size_t first, size_t last) {
+    ScratchBuffer scratch = acquire_scratch((gph * gpw + taps) * sizeof(T));
+    T* const pad = scratch.as<T>();
+    T* const wflip = pad + gph * gpw;
+    std::vector<const T*> rows(g.kh);
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.c, c = t % g.c;
+      T* const plane = gx + t * pl.hw;
+      if (as_conv) {
+        for (size_t k = 0; k < taps; ++k) wflip[k] = w[c * taps + taps - 1 - k];
+        pad_plane(go + (n * g.o + c) * pl.p, g.oh, g.ow,
+                  static_cast<ptrdiff_t>((g.kh - 1) * g.dh) - static_cast<ptrdiff_t>(g.pt),
+                  static_cast<ptrdiff_t>((g.kw - 1) * g.dw) - static_cast<ptrdiff_t>(g.pl), gph, gpw, pad);
+        for (size_t iy = 0; iy < g.h; ++iy) {
+          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (iy + i * g.dh) * gpw;
+          kernel(g.w, g.kh, g.kw, 1, g.dw, rows.data(), wflip, T(0), plane + iy * g.w);
+        }
+        continue;
+      }
+      std::fill_n(pad, gph * gpw, T(0));
+      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+        for (size_t oy = 0; oy < g.oh; ++oy) {
+          const T* grow = go + ((n * g.o + o) * g.oh + oy) * g.ow;
+          for (size_t i = 0; i < g.kh; ++i) {
+            for (size_t j = 0; j < g.kw; ++j) {
+              const T wt = w[o * taps + i * g.kw + j];
+              T* d = pad + (oy * g.sh + i * g.dh) * gpw + j * g.dw;
+              for (size_t x = 0; x < g.ow; ++x) d[x * g.sw] += wt * grow[x];
+            }
+          }
+        }
+      }
+      pad_plane(pad, gph, gpw, -static_cast<ptrdiff_t>(g.pt), -static_cast<ptrdiff_t>(g.pl), g.h, g.w, plane);
+    }
+  });
+}
+
+// grad_weight[o] = sum over images (in order, in double) of the per-image tap
+// sums: outputs are split over the threads, so the bits do not depend on the
+// thread count.
+template <class T>
+void dwconv_grad_weight(const Plan& pl, const T* go, const T* x, T* gw) {
+  const ConvGeometry& g = pl.g;
+  const size_t taps = g.kh * g.kw;
+  const DwPadded pd(g);
+  const auto kernel = dw_wgrad(T());
+  parallel_for(g.o, [&](size_t first, size_t last) {
+    ScratchBuffer scratch = acquire_scratch((pd.ph * pd.pw + taps) * sizeof(T));
+    T* const pad = scratch.as<T>();
+    T* const part = pad + pd.ph * pd.pw;
+    std::vector<double> acc(taps);
+    std::vector<const T*> rows(g.kh);
+    for (size_t o = first; o < last; ++o) {
+      const size_t c = o / pl.og;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (size_t n = 0; n < g.n && pl.p != 0; ++n) {
+        pad_plane(x + (n * g.c + c) * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl),
+                  pd.ph, pd.pw, pad);
+        std::fill_n(part, taps, T(0));
+        for (size_t oy = 0; oy < g.oh; ++oy) {
+          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
+          kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), go + ((n * g.o + o) * g.oh + oy) * g.ow, part);
+        }
+        for (size_t k = 0; k < taps; ++k) acc[k] += static_cast<double>(part[k]);
+      }
+      for (size_t k = 0; k < taps; ++k) gw[o * taps + k] = static_cast<T>(acc[k]);
+    }
+  });
+}
+
 template <class T>
 const T* data_or_null(const ArrayView* v) {
   return v != nullptr ? v->as<T>() : nullptr;
@@ -333,8 +501,22 @@ template <class T>
 void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView& x, const ArrayView& w,
                            const ArrayView* gx, const ArrayView* gw, const ArrayView* gb) {
   if (gb != nullptr) grad_bias_typed(pl, go.as<T>(), gb->as<T>());
+  if (pl.cg == 1) {
+    if (gw != nullptr) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+    if (gx != nullptr) dwconv_grad_input(pl, go.as<T>(), w.as<T>(), gx->as<T>());
+    return;
+  }
   if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
   if (gx != nullptr) grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
+}
+
+template <class T>
+void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  if (pl.cg == 1) {
+    dwconv_forward(pl, x, w, bias, residual, relu, out);
+  } else {
+    conv2d_gemm(pl, x, w, bias, residual, relu, out);
+  }
 }
 
 }  // namespace
