@@ -381,7 +381,9 @@ def softmax_samples(rng):
     return [Sample({"x": rand(rng, 4, 6, scale=3)}, {"dim": 1}, "dim 1"),
             Sample({"x": rand(rng, 3, 4, 5, scale=3)}, {"dim": 0}, "dim 0"),
             Sample({"x": rand(rng, 3, 4, 5, scale=3)}, {"dim": -1}, "dim -1"),
-            Sample({"x": rand(rng, 2, 5) * 100 + 1000}, {"dim": 1}, "large logits"),
+            # torch's float64 softmax backward loses ~6e-9 here (one probability ~1 makes g - sum(g y)
+            # cancel); test_softmax_backward_extended_precision checks this sample against long double
+            Sample({"x": rand(rng, 2, 5) * 100 + 1000}, {"dim": 1}, "large logits", torch_ok=False),
             Sample({"x": transposed(rand(rng, 5, 4))}, {"dim": 1}, "non-contiguous"),
             Sample({"x": rand(rng, 0, 4)}, {"dim": 1}, "empty")]
 

@@ -260,14 +260,17 @@ def _max_main_thread_gap(native_call):
     return gap
 
 
+@pytest.mark.skipif(_cpu.build_info()["sanitize"], reason="timing test: sanitizer builds are several times slower")
 def test_native_calls_release_the_gil(rng):
-    # With the GIL held, this thread could not run during the 0.5 s call.
-    assert _max_main_thread_gap(lambda: _cpu.peak_gflops(1, 0.5)) < 0.2
+    # A call that held the GIL would stall this thread for the whole call, on every try; on a busy
+    # machine the scheduler alone can stall it once, so the best of three tries is what counts.
+    assert min(_max_main_thread_gap(lambda: _cpu.peak_gflops(1, 0.5)) for _ in range(3)) < 0.2
     x = rng.standard_normal(1 << 25).astype(np.float32)
     start = time.perf_counter()
     cpu.relu(x)
     one_call = time.perf_counter() - start
-    assert _max_main_thread_gap(lambda: [cpu.relu(x) for _ in range(5)]) < max(0.5 * one_call, 0.006)
+    gaps = [_max_main_thread_gap(lambda: [cpu.relu(x) for _ in range(5)]) for _ in range(3)]
+    assert min(gaps) < max(0.5 * one_call, 0.006), (gaps, one_call)
 
 
 def _relu_in_child(queue):
@@ -359,7 +362,7 @@ def test_cpp_exceptions_map_to_python(kind, error):
 # ---- backend module, probes, build info --------------------------------------
 
 def test_backend_module_surface():
-    assert cpu.NATIVE_OPS == frozenset({"relu", "relu_backward"})
+    assert {"relu", "relu_backward"} <= cpu.NATIVE_OPS
     info = cpu.build_info()
     assert info["version"] == "0.1.0" and info["build_type"] and info["compiler"]
     assert "-march=native" not in str(info)

@@ -68,3 +68,21 @@ def test_registry_covers_backward_ops(op):
     import nnkern
     assert callable(getattr(nnkern, op.name))
     assert op.backward_op is None or callable(getattr(nnkern, op.backward_op))
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["cpu"] if backends.has_op("cpu", "softmax_backward") else []))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_backward_extended_precision(backend, dtype, rng):
+    """Dominant probabilities (large logits) against an extended-precision oracle that cannot cancel:
+    grad_i = y_i * sum_j y_j (g_i - g_j)."""
+    import nnkern as nk
+    x = (rng.standard_normal((6, 7)) * 100 + 1000).astype(dtype)
+    g = rng.standard_normal((6, 7)).astype(dtype)
+    y = nk.softmax(x, 1, backend="numpy")
+    gl = g.astype(np.longdouble)
+    yl = y.astype(np.longdouble)  # the backward is given the rounded forward output
+    oracle = yl * ((gl[:, :, None] - gl[:, None, :]) * yl[:, None, :]).sum(2)
+    got = nk.softmax_backward(g, y, 1, backend=backend)
+    err = np.linalg.norm((got.astype(np.longdouble) - oracle).astype(np.float64)) / \
+        np.linalg.norm(oracle.astype(np.float64))
+    assert err < {np.float32: 1e-5, np.float64: 1e-12}[dtype], err

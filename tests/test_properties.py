@@ -145,8 +145,10 @@ def test_adaptive_avg_pool2d(n, ch, h, w, oh, ow, dt, layout, seed):
           dt, "adaptive_avg_pool2d_backward")
 
 
-# (with 2 values per channel the training-mode input gradient is exactly zero: only rounding noise is left)
-@given(st.sampled_from([(5, 3), (4, 2, 7), (3, 4, 5, 2), (1, 3, 2, 2), (3, 1, 1, 1)]), st.booleans(),
+# At least 3 channels: grad_weight and grad_bias are one sum per channel, and a single float32 sum of
+# random terms that happens to cancel has an unbounded relative error; over several channels the
+# norm is held by the ones that do not cancel.
+@given(st.sampled_from([(5, 3), (4, 3, 7), (3, 4, 5, 2), (1, 3, 2, 2), (6, 3, 1, 1)]), st.booleans(),
        st.booleans(), dtypes, layouts, st.integers(0, 2**16), st.floats(-1e3, 1e3))
 def test_batch_norm(shape, training, affine, dt, layout, seed, offset):
     x = (make(seed, shape, dt, layout) + dt(offset)).astype(dt)

@@ -45,7 +45,8 @@ def tanh(x):
 
 
 def tanh_backward(grad_output, output):
-    return grad_output * (1 - output * output)
+    # (1 - y)(1 + y), not 1 - y*y: near |y| = 1 the rounding of y*y would swamp the small result
+    return grad_output * ((1 - output) * (1 + output))
 
 
 def softmax(x, dim):
@@ -60,7 +61,14 @@ def log_softmax(x, dim):
 
 
 def softmax_backward(grad_output, output, dim):
-    return output * (grad_output - (grad_output * output).sum(axis=dim, keepdims=True))
+    # y * (g - sum(g y)), with g measured from its value at the largest y: when one probability is
+    # close to 1, g - sum(g y) cancels almost completely, while (g - g_max) - sum(y (g - g_max))
+    # has no large term left to cancel (sum(y) = 1 makes the two forms equal).
+    if output.size == 0:
+        return output * grad_output
+    top = np.take_along_axis(grad_output, np.expand_dims(output.argmax(axis=dim), dim), axis=dim)
+    shifted = grad_output - top
+    return output * (shifted - (shifted * output).sum(axis=dim, keepdims=True))
 
 
 def log_softmax_backward(grad_output, output, dim):
