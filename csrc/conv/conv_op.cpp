@@ -49,41 +49,73 @@ void valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t len, ptrdiff_t out_len, p
   lo = std::min(lo, hi);
 }
 
-// Rows [r0, r1) (r = (c, i, j) as in the weight) of group grp's column matrix
-// for the global output pixels [q0, q1) (q = n * P + pixel; a tile may span
-// images), into dst with leading dimension q1 - q0. Padding reads as zero.
+// A run of output pixels [ox0, ox1) on output row oy of image n, starting at
+// column `at` of a tile. Tiles are cut into runs once, so the per-row loops of
+// im2col / col2im do no divisions.
+struct Run {
+  size_t n, oy;
+  ptrdiff_t ox0, ox1;
+  size_t at;
+};
+
+std::vector<Run> runs_of(const Plan& pl, size_t q0, size_t q1) {
+  std::vector<Run> runs;
+  runs.reserve((q1 - q0) / pl.g.ow + 2);
+  for (size_t q = q0; q < q1;) {
+    const size_t n = q / pl.p, pix = q % pl.p, ox0 = pix % pl.g.ow;
+    const size_t ox1 = std::min(pl.g.ow, ox0 + (q1 - q));
+    runs.push_back({n, pix / pl.g.ow, static_cast<ptrdiff_t>(ox0), static_cast<ptrdiff_t>(ox1), q - q0});
+    q += ox1 - ox0;
+  }
+  return runs;
+}
+
+// Row r = (c, i, j) of the columns (weight order) reads input row
+// oy*sh + i*dh - pt, columns ox*sw + off_x for ox in [lo_x, hi_x).
+struct Tap {
+  size_t c;
+  ptrdiff_t row_off, off_x, lo_x, hi_x;
+  Tap(const ConvGeometry& g, size_t r) {
+    const size_t taps = g.kh * g.kw;
+    c = r / taps;
+    row_off = static_cast<ptrdiff_t>(r / g.kw % g.kh * g.dh) - static_cast<ptrdiff_t>(g.pt);
+    off_x = static_cast<ptrdiff_t>(r % g.kw * g.dw) - static_cast<ptrdiff_t>(g.pl);
+    valid_range(off_x, static_cast<ptrdiff_t>(g.sw), static_cast<ptrdiff_t>(g.w), static_cast<ptrdiff_t>(g.ow), lo_x,
+                hi_x);
+  }
+};
+
+// Rows [r0, r1) of group grp's column matrix for the global output pixels
+// [q0, q1) (q = n * P + pixel; a tile may span images), into dst with leading
+// dimension q1 - q0. Padding reads as zero.
 template <class T>
 void im2col(const Plan& pl, const T* x, size_t grp, size_t r0, size_t r1, size_t q0, size_t q1, T* dst) {
   const ConvGeometry& g = pl.g;
-  const size_t cols = q1 - q0, taps = g.kh * g.kw;
-  const auto sw = static_cast<ptrdiff_t>(g.sw);
+  const size_t cols = q1 - q0;
+  const auto sw = static_cast<ptrdiff_t>(g.sw), h = static_cast<ptrdiff_t>(g.h);
+  const std::vector<Run> runs = runs_of(pl, q0, q1);
   for (size_t r = r0; r < r1; ++r) {
-    const size_t c = r / taps, i = r / g.kw % g.kh, j = r % g.kw;
-    const ptrdiff_t off_x = static_cast<ptrdiff_t>(j * g.dw) - static_cast<ptrdiff_t>(g.pl);
-    ptrdiff_t lo_x, hi_x;
-    valid_range(off_x, sw, static_cast<ptrdiff_t>(g.w), static_cast<ptrdiff_t>(g.ow), lo_x, hi_x);
-    T* d = dst + (r - r0) * cols;
-    for (size_t q = q0; q < q1;) {
-      const size_t n = q / pl.p, pix = q % pl.p, oy = pix / g.ow;
-      const auto ox0 = static_cast<ptrdiff_t>(pix % g.ow);
-      const auto ox1 = static_cast<ptrdiff_t>(std::min(g.ow, pix % g.ow + (q1 - q)));
-      const ptrdiff_t iy = static_cast<ptrdiff_t>(oy * g.sh + i * g.dh) - static_cast<ptrdiff_t>(g.pt);
-      const size_t len = static_cast<size_t>(ox1 - ox0);
-      if (iy < 0 || iy >= static_cast<ptrdiff_t>(g.h)) {
-        std::fill_n(d, len, T(0));
-      } else {
-        const T* row = x + ((n * g.c + grp * pl.cg + c) * g.h + static_cast<size_t>(iy)) * g.w + off_x;
-        const ptrdiff_t a = std::clamp(lo_x, ox0, ox1), b = std::clamp(hi_x, a, ox1);
-        std::fill(d, d + (a - ox0), T(0));
-        if (sw == 1) {
-          std::memcpy(d + (a - ox0), row + a, static_cast<size_t>(b - a) * sizeof(T));
-        } else {
-          for (ptrdiff_t ox = a; ox < b; ++ox) d[ox - ox0] = row[ox * sw];
-        }
-        std::fill(d + (b - ox0), d + len, T(0));
+    const Tap tap(g, r);
+    T* const drow = dst + (r - r0) * cols;
+    for (const Run& run : runs) {
+      T* const d = drow + run.at;  // holds ox = run.ox0 ...
+      const ptrdiff_t len = run.ox1 - run.ox0;
+      const ptrdiff_t iy = static_cast<ptrdiff_t>(run.oy * g.sh) + tap.row_off;
+      if (iy < 0 || iy >= h) {
+        std::fill(d, d + len, T(0));
+        continue;
       }
-      d += len;
-      q += len;
+      const T* row = x + ((run.n * g.c + grp * pl.cg + tap.c) * g.h + static_cast<size_t>(iy)) * g.w;
+      const ptrdiff_t a = std::clamp(tap.lo_x, run.ox0, run.ox1) - run.ox0;
+      const ptrdiff_t b = std::clamp(tap.hi_x - run.ox0, a, len);
+      const T* src = row + (run.ox0 + a) * sw + tap.off_x;  // valid: a is inside the input row
+      std::fill(d, d + a, T(0));
+      if (sw == 1) {
+        std::memcpy(d + a, src, static_cast<size_t>(b - a) * sizeof(T));
+      } else {
+        for (ptrdiff_t i = 0; i < b - a; ++i) d[a + i] = src[i * sw];
+      }
+      std::fill(d + b, d + len, T(0));
     }
   }
 }
@@ -94,26 +126,20 @@ void im2col(const Plan& pl, const T* x, size_t grp, size_t r0, size_t r1, size_t
 template <class T>
 void col2im(const Plan& pl, const T* gcols, size_t n, size_t grp, size_t p0, size_t p1, T* gx) {
   const ConvGeometry& g = pl.g;
-  const size_t cols = p1 - p0, taps = g.kh * g.kw;
-  const auto sw = static_cast<ptrdiff_t>(g.sw);
+  const size_t cols = p1 - p0;
+  const auto sw = static_cast<ptrdiff_t>(g.sw), h = static_cast<ptrdiff_t>(g.h);
+  const std::vector<Run> runs = runs_of(pl, n * pl.p + p0, n * pl.p + p1);
   for (size_t r = 0; r < pl.k; ++r) {
-    const size_t c = r / taps, i = r / g.kw % g.kh, j = r % g.kw;
-    const ptrdiff_t off_x = static_cast<ptrdiff_t>(j * g.dw) - static_cast<ptrdiff_t>(g.pl);
-    ptrdiff_t lo_x, hi_x;
-    valid_range(off_x, sw, static_cast<ptrdiff_t>(g.w), static_cast<ptrdiff_t>(g.ow), lo_x, hi_x);
-    const T* s = gcols + r * cols;
-    for (size_t pix = p0; pix < p1;) {
-      const size_t oy = pix / g.ow;
-      const auto ox0 = static_cast<ptrdiff_t>(pix % g.ow);
-      const auto ox1 = static_cast<ptrdiff_t>(std::min(g.ow, pix % g.ow + (p1 - pix)));
-      const ptrdiff_t iy = static_cast<ptrdiff_t>(oy * g.sh + i * g.dh) - static_cast<ptrdiff_t>(g.pt);
-      if (iy >= 0 && iy < static_cast<ptrdiff_t>(g.h)) {
-        T* row = gx + ((n * g.c + grp * pl.cg + c) * g.h + static_cast<size_t>(iy)) * g.w + off_x;
-        const ptrdiff_t a = std::clamp(lo_x, ox0, ox1), b = std::clamp(hi_x, a, ox1);
-        for (ptrdiff_t ox = a; ox < b; ++ox) row[ox * sw] += s[ox - ox0];
-      }
-      s += ox1 - ox0;
-      pix += static_cast<size_t>(ox1 - ox0);
+    const Tap tap(g, r);
+    const T* const srow = gcols + r * cols;
+    for (const Run& run : runs) {
+      const ptrdiff_t iy = static_cast<ptrdiff_t>(run.oy * g.sh) + tap.row_off;
+      if (iy < 0 || iy >= h) continue;
+      const ptrdiff_t a = std::clamp(tap.lo_x, run.ox0, run.ox1), b = std::clamp(tap.hi_x, a, run.ox1);
+      if (a == b) continue;
+      const T* s = srow + run.at + (a - run.ox0);
+      T* dst = gx + ((n * g.c + grp * pl.cg + tap.c) * g.h + static_cast<size_t>(iy)) * g.w + (a * sw + tap.off_x);
+      for (ptrdiff_t i = 0; i < b - a; ++i) dst[i * sw] += s[i];
     }
   }
 }
