@@ -1,0 +1,582 @@
+#include "conv/conv_op.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include "conv/dwconv.h"
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "core/workspace.h"
+#include "gemm/gemm.h"
+
+namespace nnkern::ops {
+namespace {
+
+using std::ptrdiff_t;
+using std::size_t;
+
+// im2col tiles hold about this many bytes of columns: with the GEMM's packed
+// copy of the same tile they stay inside one core's 2 MiB L2.
+constexpr size_t kTileBytes = size_t{1} << 20;
+// At least this many output pixels per GEMM: each call packs the weight
+// (O x K) again, which below ~256 columns costs as much as the arithmetic.
+constexpr size_t kMinTileCols = 256;
+
+size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+// Derived sizes of one convolution.
+struct Plan {
+  const ConvGeometry& g;
+  size_t cg, og;      // channels per group in / out
+  size_t k;           // GEMM depth: cg * kh * kw
+  size_t hw, p;       // input / output pixels per plane
+  bool direct_1x1;    // 1x1, stride 1, no padding: the input plane is the column matrix
+  explicit Plan(const ConvGeometry& geo)
+      : g(geo), cg(geo.c / geo.groups), og(geo.o / geo.groups), k(cg * geo.kh * geo.kw), hw(geo.h * geo.w),
+        p(geo.oh * geo.ow),
+        direct_1x1(geo.kh == 1 && geo.kw == 1 && geo.sh == 1 && geo.sw == 1 && geo.pt == 0 && geo.pl == 0 &&
+                   geo.oh == geo.h && geo.ow == geo.w) {}
+};
+
+// The output positions [lo, hi) within [0, out_len) whose input position
+// o * s + off lies inside [0, len).
+void valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t len, ptrdiff_t out_len, ptrdiff_t& lo, ptrdiff_t& hi) {
+  lo = off >= 0 ? 0 : (-off + s - 1) / s;
+  hi = len - 1 - off < 0 ? 0 : (len - 1 - off) / s + 1;
+  hi = std::min(hi, out_len);
+  lo = std::min(lo, hi);
+}
+
+// A run of output pixels [ox0, ox1) on output row oy of image n, starting at
+// column `at` of a tile. Tiles are cut into runs once, so the per-row loops of
+// im2col / col2im do no divisions.
+struct Run {
+  size_t n, oy;
+  ptrdiff_t ox0, ox1;
+  size_t at;
+};
+
+std::vector<Run> runs_of(const Plan& pl, size_t q0, size_t q1) {
+  std::vector<Run> runs;
+  runs.reserve((q1 - q0) / pl.g.ow + 2);
+  for (size_t q = q0; q < q1;) {
+    const size_t n = q / pl.p, pix = q % pl.p, ox0 = pix % pl.g.ow;
+    const size_t ox1 = std::min(pl.g.ow, ox0 + (q1 - q));
+    runs.push_back({n, pix / pl.g.ow, static_cast<ptrdiff_t>(ox0), static_cast<ptrdiff_t>(ox1), q - q0});
+    q += ox1 - ox0;
+  }
+  return runs;
+}
+
+// Row r = (c, i, j) of the columns (weight order) reads input row
+// oy*sh + i*dh - pt, columns ox*sw + off_x for ox in [lo_x, hi_x).
+struct Tap {
+  size_t c;
+  ptrdiff_t row_off, off_x, lo_x, hi_x;
+  Tap(const ConvGeometry& g, size_t r) {
+    const size_t taps = g.kh * g.kw;
+    c = r / taps;
+    row_off = static_cast<ptrdiff_t>(r / g.kw % g.kh * g.dh) - static_cast<ptrdiff_t>(g.pt);
+    off_x = static_cast<ptrdiff_t>(r % g.kw * g.dw) - static_cast<ptrdiff_t>(g.pl);
+    valid_range(off_x, static_cast<ptrdiff_t>(g.sw), static_cast<ptrdiff_t>(g.w), static_cast<ptrdiff_t>(g.ow), lo_x,
+                hi_x);
+  }
+};
+
+// Rows [r0, r1) of group grp's column matrix for the global output pixels
+// [q0, q1) (q = n * P + pixel; a tile may span images), into dst with leading
+// dimension q1 - q0. Padding reads as zero.
+template <class T>
+void im2col(const Plan& pl, const T* x, size_t grp, size_t r0, size_t r1, size_t q0, size_t q1, T* dst) {
+  const ConvGeometry& g = pl.g;
+  const size_t cols = q1 - q0;
+  const auto sw = static_cast<ptrdiff_t>(g.sw), h = static_cast<ptrdiff_t>(g.h);
+  const std::vector<Run> runs = runs_of(pl, q0, q1);
+  for (size_t r = r0; r < r1; ++r) {
+    const Tap tap(g, r);
+    T* const drow = dst + (r - r0) * cols;
+    for (const Run& run : runs) {
+      T* const d = drow + run.at;  // holds ox = run.ox0 ...
+      const ptrdiff_t len = run.ox1 - run.ox0;
+      const ptrdiff_t iy = static_cast<ptrdiff_t>(run.oy * g.sh) + tap.row_off;
+      if (iy < 0 || iy >= h) {
+        std::fill(d, d + len, T(0));
+        continue;
+      }
+      const T* row = x + ((run.n * g.c + grp * pl.cg + tap.c) * g.h + static_cast<size_t>(iy)) * g.w;
+      const ptrdiff_t a = std::clamp(tap.lo_x, run.ox0, run.ox1) - run.ox0;
+      const ptrdiff_t b = std::clamp(tap.hi_x - run.ox0, a, len);
+      const T* src = row + (run.ox0 + a) * sw + tap.off_x;  // valid: a is inside the input row
+      std::fill(d, d + a, T(0));
+      if (sw == 1) {
+        std::memcpy(d + a, src, static_cast<size_t>(b - a) * sizeof(T));
+      } else {
+        for (ptrdiff_t i = 0; i < b - a; ++i) d[a + i] = src[i * sw];
+      }
+      std::fill(d + b, d + len, T(0));
+    }
+  }
+}
+
+// gx[n, group grp] += the column gradient gcols (k x (p1 - p0), pixels
+// [p0, p1) of image n): each column entry goes back to the input pixel it was
+// read from, in a fixed order.
+template <class T>
+void col2im(const Plan& pl, const T* gcols, size_t n, size_t grp, size_t p0, size_t p1, T* gx) {
+  const ConvGeometry& g = pl.g;
+  const size_t cols = p1 - p0;
+  const auto sw = static_cast<ptrdiff_t>(g.sw), h = static_cast<ptrdiff_t>(g.h);
+  const std::vector<Run> runs = runs_of(pl, n * pl.p + p0, n * pl.p + p1);
+  for (size_t r = 0; r < pl.k; ++r) {
+    const Tap tap(g, r);
+    const T* const srow = gcols + r * cols;
+    for (const Run& run : runs) {
+      const ptrdiff_t iy = static_cast<ptrdiff_t>(run.oy * g.sh) + tap.row_off;
+      if (iy < 0 || iy >= h) continue;
+      const ptrdiff_t a = std::clamp(tap.lo_x, run.ox0, run.ox1), b = std::clamp(tap.hi_x, a, run.ox1);
+      if (a == b) continue;
+      const T* s = srow + run.at + (a - run.ox0);
+      T* dst = gx + ((n * g.c + grp * pl.cg + tap.c) * g.h + static_cast<size_t>(iy)) * g.w + (a * sw + tap.off_x);
+      for (ptrdiff_t i = 0; i < b - a; ++i) dst[i * sw] += s[i];
+    }
+  }
+}
+
+// out[n, o0 + r, pixel] = act(src[r, q - q0] + bias + residual) for the global
+// pixels [q0, q1); src may be the output itself (in place).
+template <class T>
+void epilogue(const Plan& pl, const T* src, size_t ld_src, size_t rows, size_t o0, size_t q0, size_t q1,
+              const T* bias, const T* residual, bool relu, T* out) {
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t o = o0 + r;
+    const T* s = src + r * ld_src;
+    for (size_t q = q0; q < q1;) {
+      const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
+      const size_t at = (n * pl.g.o + o) * pl.p + pix;
+      T* d = out + at;
+      if (bias != nullptr) {
+        const T b = bias[o];
+        for (size_t i = 0; i < len; ++i) d[i] = s[i] + b;
+      } else if (d != s) {
+        std::memcpy(d, s, len * sizeof(T));
+      }
+      if (residual != nullptr) {
+        const T* res = residual + at;
+        for (size_t i = 0; i < len; ++i) d[i] += res[i];
+      }
+      if (relu) {
+        // NaN fails the compare and passes through, as torch.relu
+        for (size_t i = 0; i < len; ++i) d[i] = d[i] < T(0) ? T(0) : d[i];
+      }
+      s += len;
+      q += len;
+    }
+  }
+}
+
+// Runs task(t, scratch) for t in [0, tasks): split over the pool when there
+// are enough tasks to feed every thread (GEMMs inside then run inline), else
+// one after the other on this thread, each GEMM threading over its own tiles.
+template <class Task>
+void run_tasks(size_t tasks, size_t scratch_bytes, const Task& task) {
+  if (tasks == 0) return;
+  if (tasks >= static_cast<size_t>(get_num_threads())) {
+    parallel_for(tasks, [&](size_t first, size_t last) {
+      ScratchBuffer scratch = acquire_scratch(scratch_bytes);
+      for (size_t t = first; t < last; ++t) task(t, scratch.data());
+    });
+  } else {
+    ScratchBuffer scratch = acquire_scratch(scratch_bytes);
+    for (size_t t = 0; t < tasks; ++t) task(t, scratch.data());
+  }
+}
+
+template <class T>
+void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  const ConvGeometry& g = pl.g;
+  const size_t total = g.n * pl.p;
+  if (total == 0 || g.o == 0) return;
+  // Tiles of output pixels (spanning images when planes are small), balanced
+  // so that every thread gets the same number.
+  const size_t threads = static_cast<size_t>(get_num_threads());
+  const size_t tile_target = std::max(kMinTileCols, kTileBytes / (pl.k * sizeof(T)));
+  size_t n_tiles = ceil_div(total, tile_target);
+  if (g.groups * n_tiles < threads * 8) n_tiles = std::min(total, ceil_div(n_tiles, threads) * threads);
+  const size_t max_cols = ceil_div(total, n_tiles);
+  // columns (k x tile) then the GEMM result of a tile that spans images (og x tile)
+  const size_t scratch_bytes = (pl.k + pl.og) * max_cols * sizeof(T);
+  run_tasks(g.groups * n_tiles, scratch_bytes, [&](size_t t, void* scratch) {
+    const size_t grp = t / n_tiles, tile = t % n_tiles;
+    const size_t q0 = tile * total / n_tiles, q1 = (tile + 1) * total / n_tiles, cols = q1 - q0;
+    T* const col_buf = static_cast<T*>(scratch);
+    T* const c_buf = col_buf + pl.k * max_cols;
+    const size_t n0 = q0 / pl.p;
+    const bool one_image = n0 == (q1 - 1) / pl.p;
+    gemm::GemmArgs<T> a;
+    a.m = pl.og;
+    a.n = cols;
+    a.k = pl.k;
+    a.a = gemm::row_major(w + grp * pl.og * pl.k, pl.k);
+    if (pl.direct_1x1 && one_image) {
+      a.b = gemm::row_major(x + (n0 * g.c + grp * pl.cg) * pl.hw + q0 % pl.p, pl.hw);
+    } else {
+      im2col(pl, x, grp, 0, pl.k, q0, q1, col_buf);
+      a.b = gemm::row_major(col_buf, cols);
+    }
+    if (one_image) {
+      a.c = out + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p;
+      a.ldc = pl.p;
+    } else {
+      a.c = c_buf;
+      a.ldc = cols;
+    }
+    gemm::gemm(a);
+    epilogue(pl, a.c, a.ldc, pl.og, grp * pl.og, q0, q1, bias, residual, relu, out);
+  });
+}
+
+// grad_bias[o] = sum over images and pixels in double, with eight
+// interleaved partial sums (one dependent chain of double adds would take
+// ~4 cycles per element) combined in a fixed order: the same bits for every
+// thread count.
+template <class T>
+void grad_bias_typed(const Plan& pl, const T* go, T* gb) {
+  const ConvGeometry& g = pl.g;
+  constexpr size_t kLanes = 8;
+  parallel_for(g.o, [&](size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o) {
+      double part[kLanes] = {};
+      for (size_t n = 0; n < g.n; ++n) {
+        const T* plane = go + (n * g.o + o) * pl.p;
+        size_t i = 0;
+        for (; i + kLanes <= pl.p; i += kLanes) {
+          for (size_t l = 0; l < kLanes; ++l) part[l] += static_cast<double>(plane[i + l]);
+        }
+        for (; i < pl.p; ++i) part[i % kLanes] += static_cast<double>(plane[i]);
+      }
+      double s = 0;
+      for (double v : part) s += v;
+      gb[o] = static_cast<T>(s);
+    }
+  });
+}
+
+// grad_weight[grp] (og x k) = sum over pixel tiles, in order, of
+// grad_out tile (og x cols) @ columns tile^T (cols x k). The tiles depend only
+// on the shape, and the threads split the k columns of grad_weight (each task
+// builds only its rows of the columns), so every element is the same chain of
+// GEMM accumulations whatever the thread count: the same bits for any count.
+template <class T>
+void grad_weight_typed(const Plan& pl, const T* go, const T* x, T* gw) {
+  const ConvGeometry& g = pl.g;
+  const size_t total = g.n * pl.p;
+  if (total == 0) {
+    std::fill_n(gw, g.o * pl.k, T(0));
+    return;
+  }
+  const size_t threads = static_cast<size_t>(get_num_threads());
+  const size_t tile = std::min(total, std::max(kMinTileCols, kTileBytes / (pl.k * sizeof(T))));
+  const size_t n_tiles = ceil_div(total, tile);
+  // at least 32 rows per task: each task packs the grad_out tile again
+  const size_t row_blocks = std::max<size_t>(1, std::min(threads, pl.k / 32));
+  const size_t max_rows = ceil_div(pl.k, row_blocks);
+  const size_t scratch_bytes = (max_rows + pl.og) * tile * sizeof(T);
+  run_tasks(g.groups * row_blocks, scratch_bytes, [&](size_t t, void* scratch) {
+    const size_t grp = t / row_blocks, blk = t % row_blocks;
+    const size_t r0 = blk * pl.k / row_blocks, r1 = (blk + 1) * pl.k / row_blocks, rows = r1 - r0;
+    T* const col_buf = static_cast<T*>(scratch);
+    T* const go_buf = col_buf + max_rows * tile;
+    for (size_t ti = 0; ti < n_tiles; ++ti) {
+      const size_t q0 = ti * tile, q1 = std::min(total, q0 + tile), cols = q1 - q0;
+      const size_t n0 = q0 / pl.p;
+      gemm::GemmArgs<T> a;
+      a.m = pl.og;
+      a.n = rows;
+      a.k = cols;
+      if (n0 == (q1 - 1) / pl.p) {
+        a.a = gemm::row_major(go + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p, pl.p);
+      } else {
+        // a tile spanning images: gather its grad_out rows into one matrix
+        for (size_t r = 0; r < pl.og; ++r) {
+          T* d = go_buf + r * cols;
+          for (size_t q = q0; q < q1;) {
+            const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
+            std::memcpy(d, go + (n * g.o + grp * pl.og + r) * pl.p + pix, len * sizeof(T));
+            d += len;
+            q += len;
+          }
+        }
+        a.a = gemm::row_major(go_buf, cols);
+      }
+      if (pl.direct_1x1 && n0 == (q1 - 1) / pl.p) {
+        a.b = gemm::row_major(x + (n0 * g.c + grp * pl.cg + r0) * pl.hw + q0 % pl.p, pl.hw, true);
+      } else {
+        im2col(pl, x, grp, r0, r1, q0, q1, col_buf);
+        a.b = gemm::row_major(col_buf, cols, true);
+      }
+      a.beta = ti == 0 ? T(0) : T(1);
+      a.c = gw + grp * pl.og * pl.k + r0;
+      a.ldc = pl.k;
+      gemm::gemm(a);
+    }
+  });
+}
+
+// grad_input[n, grp] = col2im(weight[grp]^T @ grad_out[n, grp]), tile by tile
+// in pixel order; images and groups are independent tasks (disjoint outputs).
+// For a 1x1 stride-1 unpadded conv the GEMM writes the gradient directly.
+template <class T>
+void grad_input_typed(const Plan& pl, const T* go, const T* w, T* gx) {
+  const ConvGeometry& g = pl.g;
+  const size_t tile = pl.p == 0 ? 1 : std::min(pl.p, std::max<size_t>(64, kTileBytes / (pl.k * sizeof(T))));
+  const size_t n_tiles = pl.p == 0 ? 0 : ceil_div(pl.p, tile);
+  run_tasks(g.n * g.groups, pl.k * tile * sizeof(T), [&](size_t t, void* scratch) {
+    const size_t n = t / g.groups, grp = t % g.groups;
+    T* const plane = gx + (n * g.c + grp * pl.cg) * pl.hw;
+    const T* const go_g = go + (n * g.o + grp * pl.og) * pl.p;
+    gemm::GemmArgs<T> a;
+    a.m = pl.k;
+    a.k = pl.og;
+    a.a = gemm::row_major(w + grp * pl.og * pl.k, pl.k, true);
+    if (pl.direct_1x1) {
+      a.n = pl.p;
+      a.b = gemm::row_major(go_g, pl.p);
+      a.c = plane;
+      a.ldc = pl.hw;
+      gemm::gemm(a);
+      return;
+    }
+    std::fill_n(plane, pl.cg * pl.hw, T(0));
+    T* const gcols = static_cast<T*>(scratch);
+    for (size_t ti = 0; ti < n_tiles; ++ti) {
+      const size_t p0 = ti * tile, p1 = std::min(pl.p, p0 + tile);
+      a.n = p1 - p0;
+      a.b = gemm::row_major(go_g + p0, pl.p);
+      a.c = gcols;
+      a.ldc = p1 - p0;
+      gemm::gemm(a);
+      col2im(pl, gcols, n, grp, p0, p1, gx);
+    }
+  });
+}
+
+// ---- one input channel per group (depthwise, channel multipliers): direct kernels
+
+struct DwconvConfig {
+  PerIsa<conv::DwconvRowFn<float>> f32_row;
+  PerIsa<conv::DwconvWgradRowFn<float>> f32_wgrad;
+};
+
+const DwconvConfig kDwconv = {
+    {conv::f32_dwconv_row_scalar, NNKERN_X86_ONLY(conv::f32_dwconv_row_avx2),
+     NNKERN_X86_ONLY(conv::f32_dwconv_row_avx512)},
+    {conv::f32_dwconv_wgrad_row_scalar, NNKERN_X86_ONLY(conv::f32_dwconv_wgrad_row_avx2),
+     NNKERN_X86_ONLY(conv::f32_dwconv_wgrad_row_avx512)},
+};
+
+conv::DwconvRowFn<float> dw_row(float) { return kDwconv.f32_row.active(); }
+conv::DwconvRowFn<double> dw_row(double) { return conv::f64_dwconv_row_scalar; }
+conv::DwconvWgradRowFn<float> dw_wgrad(float) { return kDwconv.f32_wgrad.active(); }
+conv::DwconvWgradRowFn<double> dw_wgrad(double) { return conv::f64_dwconv_wgrad_row_scalar; }
+
+// dst (ph x pw) = src (h x w) moved down by `top` rows and right by `left`
+// columns (negative: cropped), zeros elsewhere.
+template <class T>
+void pad_plane(const T* src, size_t h, size_t w, ptrdiff_t top, ptrdiff_t left, size_t ph, size_t pw, T* dst) {
+  const auto spw = static_cast<ptrdiff_t>(pw);
+  const ptrdiff_t c0 = std::clamp<ptrdiff_t>(left, 0, spw);
+  const ptrdiff_t c1 = std::clamp<ptrdiff_t>(left + static_cast<ptrdiff_t>(w), c0, spw);
+  for (size_t r = 0; r < ph; ++r) {
+    T* d = dst + r * pw;
+    const ptrdiff_t sr = static_cast<ptrdiff_t>(r) - top;
+    if (sr < 0 || sr >= static_cast<ptrdiff_t>(h)) {
+      std::fill_n(d, pw, T(0));
+      continue;
+    }
+    std::fill(d, d + c0, T(0));
+    std::memcpy(d + c0, src + static_cast<size_t>(sr) * w + (c0 - left), static_cast<size_t>(c1 - c0) * sizeof(T));
+    std::fill(d + c1, d + pw, T(0));
+  }
+}
+
+// The padded input extent a depthwise conv reads.
+struct DwPadded {
+  size_t ph, pw;
+  explicit DwPadded(const ConvGeometry& g)
+      : ph((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1), pw((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) {}
+};
+
+// Each task pads one input plane into scratch and computes its og output
+// planes row by row, the epilogue applied to each row while it is in L1.
+template <class T>
+void dwconv_forward(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  const ConvGeometry& g = pl.g;
+  if (pl.p == 0) return;
+  const DwPadded pd(g);
+  const auto kernel = dw_row(T());
+  const size_t taps = g.kh * g.kw;
+  parallel_for(g.n * g.c, [&](size_t first, size_t last) {
+    ScratchBuffer scratch = acquire_scratch(pd.ph * pd.pw * sizeof(T));
+    T* const pad = scratch.as<T>();
+    std::vector<const T*> rows(g.kh);
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.c, c = t % g.c;
+      pad_plane(x + t * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl), pd.ph, pd.pw,
+                pad);
+      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+        const T init = bias != nullptr ? bias[o] : T(0);
+        T* const plane = out + (n * g.o + o) * pl.p;
+        for (size_t oy = 0; oy < g.oh; ++oy) {
+          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
+          T* const orow = plane + oy * g.ow;
+          kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), w + o * taps, init, orow);
+          if (residual != nullptr) {
+            const T* res = residual + (orow - out);
+            for (size_t i = 0; i < g.ow; ++i) orow[i] += res[i];
+          }
+          if (relu) {
+            for (size_t i = 0; i < g.ow; ++i) orow[i] = orow[i] < T(0) ? T(0) : orow[i];
+          }
+        }
+      }
+    }
+  });
+}
+
+// grad_input plane by plane. Stride 1 with one output per channel: a
+// depthwise conv of the padded grad_output with the flipped kernel (the
+// forward row kernel). Otherwise: scatter each tap into a padded plane, then crop.
+template <class T>
+void dwconv_grad_input(const Plan& pl, const T* go, const T* w, T* gx) {
+  const ConvGeometry& g = pl.g;
+  const size_t taps = g.kh * g.kw;
+  const bool as_conv = g.sh == 1 && g.sw == 1 && pl.og == 1;
+  const DwPadded pd(g);
+  const size_t gph = as_conv ? g.h + (g.kh - 1) * g.dh : pd.ph;
+  const size_t gpw = as_conv ? g.w + (g.kw - 1) * g.dw : pd.pw;
+  const auto kernel = dw_row(T());
+  parallel_for(g.n * g.c, [&](size_t first, size_t last) {
+    ScratchBuffer scratch = acquire_scratch((gph * gpw + taps) * sizeof(T));
+    T* const pad = scratch.as<T>();
+    T* const wflip = pad + gph * gpw;
+    std::vector<const T*> rows(g.kh);
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.c, c = t % g.c;
+      T* const plane = gx + t * pl.hw;
+      if (as_conv) {
+        for (size_t k = 0; k < taps; ++k) wflip[k] = w[c * taps + taps - 1 - k];
+        pad_plane(go + (n * g.o + c) * pl.p, g.oh, g.ow,
+                  static_cast<ptrdiff_t>((g.kh - 1) * g.dh) - static_cast<ptrdiff_t>(g.pt),
+                  static_cast<ptrdiff_t>((g.kw - 1) * g.dw) - static_cast<ptrdiff_t>(g.pl), gph, gpw, pad);
+        for (size_t iy = 0; iy < g.h; ++iy) {
+          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (iy + i * g.dh) * gpw;
+          kernel(g.w, g.kh, g.kw, 1, g.dw, rows.data(), wflip, T(0), plane + iy * g.w);
+        }
+        continue;
+      }
+      std::fill_n(pad, gph * gpw, T(0));
+      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+        for (size_t oy = 0; oy < g.oh; ++oy) {
+          const T* grow = go + ((n * g.o + o) * g.oh + oy) * g.ow;
+          for (size_t i = 0; i < g.kh; ++i) {
+            for (size_t j = 0; j < g.kw; ++j) {
+              const T wt = w[o * taps + i * g.kw + j];
+              T* d = pad + (oy * g.sh + i * g.dh) * gpw + j * g.dw;
+              for (size_t x = 0; x < g.ow; ++x) d[x * g.sw] += wt * grow[x];
+            }
+          }
+        }
+      }
+      pad_plane(pad, gph, gpw, -static_cast<ptrdiff_t>(g.pt), -static_cast<ptrdiff_t>(g.pl), g.h, g.w, plane);
+    }
+  });
+}
+
+// grad_weight[o] = sum over images (in order, in double) of the per-image tap
+// sums: outputs are split over the threads, so the bits do not depend on the
+// thread count.
+template <class T>
+void dwconv_grad_weight(const Plan& pl, const T* go, const T* x, T* gw) {
+  const ConvGeometry& g = pl.g;
+  const size_t taps = g.kh * g.kw;
+  const DwPadded pd(g);
+  const auto kernel = dw_wgrad(T());
+  parallel_for(g.o, [&](size_t first, size_t last) {
+    ScratchBuffer scratch = acquire_scratch((pd.ph * pd.pw + taps) * sizeof(T));
+    T* const pad = scratch.as<T>();
+    T* const part = pad + pd.ph * pd.pw;
+    std::vector<double> acc(taps);
+    std::vector<const T*> rows(g.kh);
+    for (size_t o = first; o < last; ++o) {
+      const size_t c = o / pl.og;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (size_t n = 0; n < g.n && pl.p != 0; ++n) {
+        pad_plane(x + (n * g.c + c) * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl),
+                  pd.ph, pd.pw, pad);
+        std::fill_n(part, taps, T(0));
+        for (size_t oy = 0; oy < g.oh; ++oy) {
+          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
+          kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), go + ((n * g.o + o) * g.oh + oy) * g.ow, part);
+        }
+        for (size_t k = 0; k < taps; ++k) acc[k] += static_cast<double>(part[k]);
+      }
+      for (size_t k = 0; k < taps; ++k) gw[o * taps + k] = static_cast<T>(acc[k]);
+    }
+  });
+}
+
+template <class T>
+const T* data_or_null(const ArrayView* v) {
+  return v != nullptr ? v->as<T>() : nullptr;
+}
+
+template <class T>
+void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView& x, const ArrayView& w,
+                           const ArrayView* gx, const ArrayView* gw, const ArrayView* gb) {
+  if (gb != nullptr) grad_bias_typed(pl, go.as<T>(), gb->as<T>());
+  if (pl.cg == 1) {
+    if (gw != nullptr) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+    if (gx != nullptr) dwconv_grad_input(pl, go.as<T>(), w.as<T>(), gx->as<T>());
+    return;
+  }
+  if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+  if (gx != nullptr) grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
+}
+
+template <class T>
+void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  if (pl.cg == 1) {
+    dwconv_forward(pl, x, w, bias, residual, relu, out);
+  } else {
+    conv2d_gemm(pl, x, w, bias, residual, relu, out);
+  }
+}
+
+}  // namespace
+
+void conv2d(const ConvGeometry& g, const ArrayView& x, const ArrayView& weight, const ArrayView* bias,
+            const ArrayView* residual, bool relu, const ArrayView& out) {
+  const Plan pl(g);
+  if (x.dtype == Dtype::f32) {
+    conv2d_typed(pl, x.as<float>(), weight.as<float>(), data_or_null<float>(bias), data_or_null<float>(residual),
+                 relu, out.as<float>());
+  } else {
+    conv2d_typed(pl, x.as<double>(), weight.as<double>(), data_or_null<double>(bias),
+                 data_or_null<double>(residual), relu, out.as<double>());
+  }
+}
+
+void conv2d_backward(const ConvGeometry& g, const ArrayView& grad_output, const ArrayView& x,
+                     const ArrayView& weight, const ArrayView* grad_input, const ArrayView* grad_weight,
+                     const ArrayView* grad_bias) {
+  const Plan pl(g);
+  if (x.dtype == Dtype::f32) {
+    conv2d_backward_typed<float>(pl, grad_output, x, weight, grad_input, grad_weight, grad_bias);
+  } else {
+    conv2d_backward_typed<double>(pl, grad_output, x, weight, grad_input, grad_weight, grad_bias);
+  }
+}
+
+}  // namespace nnkern::ops

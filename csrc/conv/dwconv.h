@@ -1,0 +1,38 @@
+// Depthwise-convolution micro-kernels over one output row, reading a
+// zero-padded input plane (the operator pads it once into scratch, so the
+// kernels have no bounds checks). rows[i] is the padded input row that kernel
+// row i reads for this output row; taps are row-major (kh x kw).
+//
+// dwconv_row:  out[x] = init + sum_{i,j} w[i*kw + j] * rows[i][x*sw + j*dw], x < ow
+// dwconv_wgrad_row: acc[i*kw + j] += sum_x g[x] * rows[i][x*sw + j*dw]
+//   (float lanes summed in a fixed order per kernel family: deterministic)
+//
+// f32 has one kernel per family, vectorized along the output row (masked
+// loads for the tail; sw == 1 is the contiguous fast path, other strides
+// gather); f64 uses the portable kernel on every family.
+#pragma once
+
+#include <cstddef>
+
+namespace nnkern::conv {
+
+template <class T>
+using DwconvRowFn = void (*)(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw, std::size_t dw,
+                             const T* const* rows, const T* w, T init, T* out);
+template <class T>
+using DwconvWgradRowFn = void (*)(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw, std::size_t dw,
+                                  const T* const* rows, const T* g, T* acc);
+
+#define NNKERN_DECLARE_DWCONV(T, prefix, isa)                                                                   \
+  void prefix##_dwconv_row_##isa(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw, std::size_t dw, \
+                                 const T* const* rows, const T* w, T init, T* out);                             \
+  void prefix##_dwconv_wgrad_row_##isa(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw,          \
+                                       std::size_t dw, const T* const* rows, const T* g, T* acc);
+
+NNKERN_DECLARE_DWCONV(float, f32, scalar)
+NNKERN_DECLARE_DWCONV(double, f64, scalar)
+NNKERN_DECLARE_DWCONV(float, f32, avx2)
+NNKERN_DECLARE_DWCONV(float, f32, avx512)
+#undef NNKERN_DECLARE_DWCONV
+
+}  // namespace nnkern::conv

@@ -1,0 +1,127 @@
+"""Native conv2d / conv2d_backward (csrc/conv/) under every kernel family, at the contract level.
+
+Shapes are picked to reach each path and its edges: 1x1 as a GEMM on NCHW (and 1x1 with stride, which is
+not), im2col tiles inside one image and tiles spanning images, several tiles per image, one input channel
+per group (depthwise and channel multipliers: the direct row kernels) with output rows around the vector
+widths (8, 16), strides 1/2/3, dilation, asymmetric padding, and the fused epilogue. Results are compared
+with the float64 NumPy reference; thread counts 1 and 2 and reruns must give identical bits.
+"""
+import numpy as np
+import pytest
+
+import nnkern
+import nnkern._cpu as _cpu
+from nnkern._shapes import conv_output_size
+from nnkern.backends.native import conv as native
+from nnkern.backends.numpy_ref import conv as ref
+
+ISAS = _cpu.supported_isas()
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+# (n, c, h, w, o, kh, kw, stride, padding (t, b, l, r), dilation, groups)
+CASES = {
+    "1x1 gemm on nchw": (3, 8, 5, 7, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "1x1 stride 2": (2, 6, 7, 9, 5, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "1x1 padded, groups 2": (2, 6, 4, 5, 4, 1, 1, (1, 1), (1, 0, 0, 1), (1, 1), 2),
+    "1x1 large plane": (2, 40, 33, 35, 30, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "3x3 tiles span images": (9, 5, 6, 5, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "3x3 several tiles per image": (2, 70, 30, 29, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "5x3 s(2,3) d(2,1) asym pad": (2, 4, 17, 19, 5, 5, 3, (2, 3), (2, 0, 1, 3), (2, 1), 1),
+    "grouped 3x3": (2, 12, 9, 11, 8, 3, 3, (1, 1), (1, 2, 0, 1), (1, 1), 4),
+    "7x7 s2 stem": (2, 3, 23, 21, 10, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
+    "depthwise 3x3 s1 w17": (2, 5, 9, 17, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 5),
+    "depthwise 3x3 s2 w33": (2, 4, 11, 33, 4, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 4),
+    "depthwise 5x5 d2 asym": (1, 3, 16, 16, 3, 5, 5, (1, 1), (3, 1, 0, 4), (2, 2), 3),
+    "depthwise s3 width 1": (2, 3, 7, 1, 3, 3, 1, (3, 1), (1, 1, 0, 0), (1, 1), 3),
+    "channel multiplier s2": (2, 3, 10, 8, 9, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), 3),
+    "one input channel (LeNet)": (5, 1, 12, 16, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "zero batch depthwise": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
+}
+
+
+def make(case, dtype, seed=0):
+    n, c, h, w, o, kh, kw, stride, pad, dil, groups = CASES[case]
+    rng = np.random.default_rng(seed)
+    oh = conv_output_size(h, kh, stride[0], pad[0], pad[1], dil[0])
+    ow = conv_output_size(w, kw, stride[1], pad[2], pad[3], dil[1])
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = (0.5 * rng.standard_normal((o, c // groups, kh, kw))).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype)
+    residual = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    grad = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    return x, weight, bias, residual, grad, (stride, pad, dil, groups)
+
+
+def rel_err(out, expected):
+    expected = np.asarray(expected, np.float64)
+    denom = np.linalg.norm(expected)
+    return np.linalg.norm(np.asarray(out, np.float64) - expected) / (denom if denom > 0 else 1.0)
+
+
+def f64(*arrays):
+    return [a.astype(np.float64) for a in arrays]
+
+
+@pytest.fixture
+def isa(request):
+    before = _cpu.isa()
+    _cpu.select_isa(request.param)
+    yield request.param
+    _cpu.select_isa(before)
+
+
+@pytest.fixture
+def threads():
+    before = nnkern.get_num_threads()
+    yield nnkern.set_num_threads
+    nnkern.set_num_threads(before)
+
+
+def run_all(x, weight, bias, residual, grad, geo):
+    stride, pad, dil, groups = geo
+    outs = [native.OPS["conv2d"](x, weight, None, stride, pad, dil, groups, None, None),
+            native.OPS["conv2d"](x, weight, bias, stride, pad, dil, groups, "relu", residual)]
+    outs += native.OPS["conv2d_backward"](grad, x, weight, stride, pad, dil, groups, (True, True, True))
+    return outs
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_against_reference(isa, dtype, case):
+    x, weight, bias, residual, grad, geo = make(case, dtype)
+    stride, pad, dil, groups = geo
+    x64, w64, b64, r64, g64 = f64(x, weight, bias, residual, grad)
+    expected = [ref.conv2d(x64, w64, None, stride, pad, dil, groups, None, None),
+                ref.conv2d(x64, w64, b64, stride, pad, dil, groups, "relu", r64)]
+    expected += ref.conv2d_backward(g64, x64, w64, stride, pad, dil, groups, (True, True, True))
+    got = run_all(x, weight, bias, residual, grad, geo)
+    for name, out, exp in zip(["out", "out fused", "grad_input", "grad_weight", "grad_bias"], got, expected):
+        assert out.dtype == dtype and out.shape == exp.shape, name
+        assert rel_err(out, exp) <= TOL[np.dtype(dtype)], name
+
+
+@pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
+                                  "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2"])
+def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
+    x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
+    threads(1)
+    one = run_all(x, weight, bias, residual, grad, geo)
+    threads(2)
+    two = run_all(x, weight, bias, residual, grad, geo)
+    again = run_all(x, weight, bias, residual, grad, geo)
+    for a, b, c in zip(one, two, again):
+        assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+def test_output_mask_and_non_contiguous_input():
+    x, weight, bias, residual, grad, geo = make("grouped 3x3", np.float32, seed=2)
+    stride, pad, dil, groups = geo
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # same values, other strides
+    gx, gw, gb = native.OPS["conv2d_backward"](grad, xt, weight, stride, pad, dil, groups, (False, True, False))
+    assert gx is None and gb is None
+    full = native.OPS["conv2d_backward"](grad, x, weight, stride, pad, dil, groups, (True, True, True))
+    assert np.array_equal(gw, full[1])
+    assert np.array_equal(native.OPS["conv2d"](xt, weight, bias, stride, pad, dil, groups, None, None),
+                          native.OPS["conv2d"](x, weight, bias, stride, pad, dil, groups, None, None))
