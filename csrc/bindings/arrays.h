@@ -56,8 +56,8 @@ inline bool poison_outputs() {
   return on;
 }
 
-inline py::array empty_c(Dtype dtype, const py::array& like) {
-  std::vector<py::ssize_t> shape(like.shape(), like.shape() + like.ndim());
+// A fresh C-contiguous array of `shape` (NaN-poisoned under NNKERN_POISON_OUTPUTS).
+inline py::array empty_shaped(Dtype dtype, const std::vector<py::ssize_t>& shape) {
   py::array out = dtype == Dtype::f32 ? py::array(py::dtype::of<float>(), shape)
                                       : py::array(py::dtype::of<double>(), shape);
   if (poison_outputs()) {
@@ -70,6 +70,11 @@ inline py::array empty_c(Dtype dtype, const py::array& like) {
     }
   }
   return out;
+}
+
+// A fresh C-contiguous array shaped like `like`.
+inline py::array empty_c(Dtype dtype, const py::array& like) {
+  return empty_shaped(dtype, std::vector<py::ssize_t>(like.shape(), like.shape() + like.ndim()));
 }
 
 // Runs a native call without the GIL and with denormals flushed (fp_env.h).

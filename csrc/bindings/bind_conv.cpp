@@ -50,21 +50,6 @@ ops::ConvGeometry geometry(const py::array& x, const py::array& w, const py::seq
   return g;
 }
 
-// A fresh C-contiguous array of `shape`, NaN-poisoned like empty_c (which
-// takes its shape from an existing array).
-py::array empty_shaped(Dtype dtype, const std::vector<py::ssize_t>& shape) {
-  py::array out = dtype == Dtype::f32 ? py::array(py::dtype::of<float>(), shape)
-                                      : py::array(py::dtype::of<double>(), shape);
-  if (poison_outputs()) {
-    const auto n = static_cast<std::size_t>(out.size());
-    if (dtype == Dtype::f32) {
-      std::fill_n(static_cast<float*>(out.mutable_data()), n, std::numeric_limits<float>::quiet_NaN());
-    } else {
-      std::fill_n(static_cast<double*>(out.mutable_data()), n, std::numeric_limits<double>::quiet_NaN());
-    }
-  }
-  return out;
-}
 
 py::array conv2d(const py::array& x_in, const py::array& w_in, const py::object& bias_in,
                  const py::sequence& stride, const py::sequence& padding, const py::sequence& dilation,

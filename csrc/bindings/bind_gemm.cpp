@@ -21,20 +21,6 @@ namespace {
 
 using Shape = std::vector<py::ssize_t>;
 
-// A fresh C-contiguous array of `shape`, NaN-poisoned like empty_c.
-py::array empty_shaped(Dtype dtype, const Shape& shape) {
-  py::array out = dtype == Dtype::f32 ? py::array(py::dtype::of<float>(), shape)
-                                      : py::array(py::dtype::of<double>(), shape);
-  if (poison_outputs()) {
-    const auto n = static_cast<std::size_t>(out.size());
-    if (dtype == Dtype::f32) {
-      std::fill_n(static_cast<float*>(out.mutable_data()), n, std::numeric_limits<float>::quiet_NaN());
-    } else {
-      std::fill_n(static_cast<double*>(out.mutable_data()), n, std::numeric_limits<double>::quiet_NaN());
-    }
-  }
-  return out;
-}
 
 Dtype same_dtype(Dtype dtype, const py::array& a, const char* op, const char* arg, const char* first) {
   const Dtype d = float_dtype(a, op, arg);
