@@ -69,6 +69,8 @@ inline bool maxpool_vecs(const Row& r, std::size_t c, const __mmask16* m_lo_in, 
     const int base = r.base[i];
     for (std::size_t j = 0; j < kw; ++j) {
       const std::size_t col = c + j * dw;
+      // this tap's flat indices for vector 0; vector b adds 16*SW*b
+      const __m512i cand = _mm512_add_epi32(lanes, _mm512_set1_epi32(base + static_cast<int>(col)));
       _Pragma("GCC unroll 4")
       for (int b = 0; b < B; ++b) {
         const std::size_t colb = col + 16 * SW * b;
@@ -80,7 +82,8 @@ inline bool maxpool_vecs(const Row& r, std::size_t c, const __mmask16* m_lo_in, 
           check[b] = _mm512_add_ps(check[b], v);
         }
         best[b] = _mm512_mask_mov_ps(best[b], take, v);
-        where[b] = _mm512_mask_add_epi32(where[b], take, lanes, _mm512_set1_epi32(base + static_cast<int>(colb)));
+        where[b] = b == 0 ? _mm512_mask_mov_epi32(where[b], take, cand)
+                          : _mm512_mask_add_epi32(where[b], take, cand, _mm512_set1_epi32(16 * SW * b));
       }
     }
   }
