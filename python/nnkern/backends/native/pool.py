@@ -1,3 +1,51 @@
-"""Native pool ops (none registered yet)."""
+"""Native pool ops: max, average and adaptive-average pooling, forward and backward.
 
-OPS: dict = {}
+Thin wrappers over ``nnkern._cpu``: the output size comes from ``nnkern._shapes``
+(the one definition of the ``ceil_mode`` rule), the kernels do the rest.
+"""
+from __future__ import annotations
+
+from ... import _cpu
+from ..._shapes import pool_output_size
+
+
+def _out_hw(x, kernel, stride, padding, dilation, ceil_mode):
+    h, w = x.shape[2:]
+    return (pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode),
+            pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode))
+
+
+def max_pool2d(x, kernel, stride, padding, dilation, ceil_mode):
+    oh, ow = _out_hw(x, kernel, stride, padding, dilation, ceil_mode)
+    return _cpu.max_pool2d(x, kernel, stride, padding, dilation, oh, ow)
+
+
+def max_pool2d_backward(grad_output, x, indices, kernel, stride, padding, dilation, ceil_mode):
+    return _cpu.max_pool2d_backward(grad_output, x, indices)
+
+
+def avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad):
+    oh, ow = _out_hw(x, kernel, stride, padding, (1, 1), ceil_mode)
+    return _cpu.avg_pool2d(x, kernel, stride, padding, count_include_pad, oh, ow)
+
+
+def avg_pool2d_backward(grad_output, x, kernel, stride, padding, ceil_mode, count_include_pad):
+    return _cpu.avg_pool2d_backward(grad_output, x, kernel, stride, padding, count_include_pad)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return _cpu.adaptive_avg_pool2d(x, output_size[0], output_size[1])
+
+
+def adaptive_avg_pool2d_backward(grad_output, x):
+    return _cpu.adaptive_avg_pool2d_backward(grad_output, x)
+
+
+OPS = {
+    "max_pool2d": max_pool2d,
+    "max_pool2d_backward": max_pool2d_backward,
+    "avg_pool2d": avg_pool2d,
+    "avg_pool2d_backward": avg_pool2d_backward,
+    "adaptive_avg_pool2d": adaptive_avg_pool2d,
+    "adaptive_avg_pool2d_backward": adaptive_avg_pool2d_backward,
+}

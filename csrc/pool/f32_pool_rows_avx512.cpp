@@ -1,0 +1,208 @@
+// 16 outputs of a row per vector. Stride-2 taps are the even lanes of two
+// adjacent 16-float loads (one permute); every load is masked to the columns
+// the outputs use, so nothing past the last window is read.
+#include <immintrin.h>
+
+#include "pool/pool_rows.h"
+
+namespace nnkern::pool {
+namespace {
+
+inline __mmask16 first_lanes(std::size_t n) { return _cvtu32_mask16(n >= 16 ? 0xffffu : (1u << n) - 1u); }
+
+inline void store_indices(std::int64_t* idx, __m512i v, __mmask16 m) {
+  _mm512_mask_storeu_epi64(idx, static_cast<__mmask8>(m & 0xff), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
+  _mm512_mask_storeu_epi64(idx + 8, static_cast<__mmask8>(m >> 8),
+                           _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
+}
+
+
+// Tap values of 16 outputs (masks of the two loads given): p[k*SW], k < 16.
+template <int SW>
+inline __m512 taps16(const float* p, __mmask16 m_lo, __mmask16 m_hi) {
+  if constexpr (SW == 1) {
+    return _mm512_maskz_loadu_ps(m_lo, p);
+  } else {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m_lo, p), even, _mm512_maskz_loadu_ps(m_hi, p + 16));
+  }
+}
+
+struct Row {
+  std::size_t nrows;
+  const float* const* rows;
+  const std::int32_t* base;
+  std::size_t kw, dw;
+};
+
+// B vectors of 16 outputs, the first at column c, each vector's loads masked
+// by m_lo/m_hi. The common path replaces on `v > max` only and checks the
+// taps for NaN once at the end (a running sum: NaN in, NaN out; an inf - inf
+// false alarm only costs the exact rerun); a block with NaN reruns with the
+// NaN test in every step, PyTorch's rule (a NaN replaces, the last one stays).
+template <int SW, int B, bool kNan>
+inline bool maxpool_vecs(const Row& r, std::size_t c, const __mmask16* m_lo_in, const __mmask16* m_hi_in,
+                         __m512* best_out, __m512i* where_out) {
+  // local copies the compiler keeps in registers (__m512 may alias anything:
+  // working through the out pointers would store them every step)
+  __m512 best[B];
+  __m512i where[B];
+  __mmask16 m_lo[B], m_hi[B];
+  _Pragma("GCC unroll 4")
+  for (int b = 0; b < B; ++b) {
+    m_lo[b] = m_lo_in[b];
+    m_hi[b] = m_hi_in[b];
+  }
+  const std::size_t nrows = r.nrows, kw = r.kw, dw = r.dw;
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(SW));
+  __m512 check[B];
+  _Pragma("GCC unroll 4")
+  for (int b = 0; b < B; ++b) {
+    best[b] = _mm512_set1_ps(-__builtin_inff());
+    // the first tap's index, kept when no tap beats -inf
+    where[b] = _mm512_add_epi32(lanes, _mm512_set1_epi32(r.base[0] + static_cast<int>(c + 16 * SW * b)));
+    check[b] = _mm512_setzero_ps();
+  }
+  for (std::size_t i = 0; i < nrows; ++i) {
+    const float* row = r.rows[i];
+    const int base = r.base[i];
+    for (std::size_t j = 0; j < kw; ++j) {
+      const std::size_t col = c + j * dw;
+      // this tap's flat indices for vector 0; vector b adds 16*SW*b
+      const __m512i cand = _mm512_add_epi32(lanes, _mm512_set1_epi32(base + static_cast<int>(col)));
+      _Pragma("GCC unroll 4")
+      for (int b = 0; b < B; ++b) {
+        const std::size_t colb = col + 16 * SW * b;
+        const __m512 v = taps16<SW>(row + colb, m_lo[b], m_hi[b]);
+        __mmask16 take = _mm512_cmp_ps_mask(v, best[b], _CMP_GT_OQ);
+        if constexpr (kNan) {
+          take |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        } else {
+          check[b] = _mm512_add_ps(check[b], v);
+        }
+        best[b] = _mm512_mask_mov_ps(best[b], take, v);
+        where[b] = b == 0 ? _mm512_mask_mov_epi32(where[b], take, cand)
+                          : _mm512_mask_add_epi32(where[b], take, cand, _mm512_set1_epi32(16 * SW * b));
+      }
+    }
+  }
+  _Pragma("GCC unroll 4")
+  for (int b = 0; b < B; ++b) {
+    best_out[b] = best[b];
+    where_out[b] = where[b];
+  }
+  if constexpr (kNan) {
+    return true;
+  } else {
+    __mmask16 nan = 0;
+    _Pragma("GCC unroll 4")
+    for (int b = 0; b < B; ++b) nan |= _mm512_cmp_ps_mask(check[b], check[b], _CMP_UNORD_Q);
+    return nan == 0;
+  }
+}
+
+template <int SW, int B>
+inline void maxpool_block(const Row& r, std::size_t c, const __mmask16* m_lo, const __mmask16* m_hi,
+                          const __mmask16* m_out, float* out, std::int64_t* idx) {
+  __m512 best[B];
+  __m512i where[B];
+  if (!maxpool_vecs<SW, B, false>(r, c, m_lo, m_hi, best, where)) maxpool_vecs<SW, B, true>(r, c, m_lo, m_hi, best, where);
+  _Pragma("GCC unroll 4")
+  for (int b = 0; b < B; ++b) {
+    _mm512_mask_storeu_ps(out + 16 * b, m_out[b], best[b]);
+    store_indices(idx + 16 * b, where[b], m_out[b]);
+  }
+}
+
+// Loads of a vector of nb outputs read 1 + (nb-1)*SW columns from each tap's first.
+template <int SW>
+inline void load_masks(std::size_t nb, __mmask16* m_lo, __mmask16* m_hi) {
+  const std::size_t used = nb == 0 ? 0 : 1 + (nb - 1) * SW;
+  *m_lo = first_lanes(used);
+  *m_hi = first_lanes(used > 16 ? used - 16 : 0);
+}
+
+template <int SW, int B>
+void maxpool_vectors(const Row& r, std::size_t n, std::size_t c, float* out, std::int64_t* idx) {
+  __mmask16 lo[B], hi[B], m[B];
+  _Pragma("GCC unroll 4")
+  for (int b = 0; b < B; ++b) {
+    const std::size_t nb = n > 16 * static_cast<std::size_t>(b) ? n - 16 * b : 0;
+    load_masks<SW>(nb < 16 ? nb : 16, &lo[b], &hi[b]);
+    m[b] = first_lanes(nb);
+  }
+  maxpool_block<SW, B>(r, c, lo, hi, m, out, idx);
+}
+
+// Four vectors (64 outputs) at a time, the row's rest in one block of 1-4
+// vectors: independent compare/blend chains hide each other's latency.
+template <int SW>
+void maxpool_row(const Row& r, std::size_t n, std::size_t c0, float* out, std::int64_t* idx) {
+  std::size_t k = 0;
+  for (; k + 64 <= n; k += 64) maxpool_vectors<SW, 4>(r, 64, c0 + k * SW, out + k, idx + k);
+  const std::size_t rest = n - k;
+  if (rest > 48) {
+    maxpool_vectors<SW, 4>(r, rest, c0 + k * SW, out + k, idx + k);
+  } else if (rest > 32) {
+    maxpool_vectors<SW, 3>(r, rest, c0 + k * SW, out + k, idx + k);
+  } else if (rest > 16) {
+    maxpool_vectors<SW, 2>(r, rest, c0 + k * SW, out + k, idx + k);
+  } else if (rest > 0) {
+    maxpool_vectors<SW, 1>(r, rest, c0 + k * SW, out + k, idx + k);
+  }
+}
+
+template <int SW>
+void avgpool_row(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t n, std::size_t c0,
+                 float divisor, float* out) {
+  const __m512 div = _mm512_set1_ps(divisor);
+  for (std::size_t k = 0; k < n; k += 16) {
+    const std::size_t nb = n - k < 16 ? n - k : 16;
+    __mmask16 lo, hi;
+    load_masks<SW>(nb, &lo, &hi);
+    const std::size_t c = c0 + k * SW;
+    __m512 sum = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < nrows; ++i) {
+      for (std::size_t j = 0; j < kw; ++j) sum = _mm512_add_ps(sum, taps16<SW>(rows[i] + c + j, lo, hi));
+    }
+    _mm512_mask_storeu_ps(out + k, first_lanes(nb), _mm512_div_ps(sum, div));
+  }
+}
+
+}  // namespace
+
+void f32_maxpool_row_avx512(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,
+                            std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
+                            float* out, std::int64_t* idx) {
+  const Row r{nrows, rows, row_base, kw, dw};
+  if (sw == 1) {
+    maxpool_row<1>(r, n, c0, out, idx);
+  } else {
+    maxpool_row<2>(r, n, c0, out, idx);
+  }
+}
+
+void f32_avgpool_row_avx512(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
+                            std::size_t n, std::size_t c0, float divisor, float* out) {
+  if (sw == 1) {
+    avgpool_row<1>(nrows, rows, kw, n, c0, divisor, out);
+  } else {
+    avgpool_row<2>(nrows, rows, kw, n, c0, divisor, out);
+  }
+}
+
+void f32_gavgpool_avx512(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out) {
+  for (std::size_t p = 0; p < planes; ++p, x += hw) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 32 <= hw; i += 32) {
+      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(x + i));
+      acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(x + i + 16));
+    }
+    for (; i < hw; i += 16) acc0 = _mm512_add_ps(acc0, _mm512_maskz_loadu_ps(first_lanes(hw - i), x + i));
+    out[p] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) * inv_hw;
+  }
+}
+
+}  // namespace nnkern::pool

@@ -1,0 +1,54 @@
+// Portable row kernels: the reference for the vector families' semantics.
+#include <cmath>
+
+#include "pool/pool_rows.h"
+
+namespace nnkern::pool {
+
+void f32_maxpool_row_scalar(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,
+                            std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
+                            float* out, std::int64_t* idx) {
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t c = c0 + k * sw;
+    float best = -INFINITY;
+    std::int64_t where = std::int64_t{row_base[0]} + static_cast<std::int64_t>(c);
+    for (std::size_t r = 0; r < nrows; ++r) {
+      for (std::size_t j = 0; j < kw; ++j) {
+        const float v = rows[r][c + j * dw];
+        if (v > best || std::isnan(v)) {
+          best = v;
+          where = std::int64_t{row_base[r]} + static_cast<std::int64_t>(c + j * dw);
+        }
+      }
+    }
+    out[k] = best;
+    idx[k] = where;
+  }
+}
+
+void f32_avgpool_row_scalar(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
+                            std::size_t n, std::size_t c0, float divisor, float* out) {
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t c = c0 + k * sw;
+    float sum = 0.0f;
+    for (std::size_t r = 0; r < nrows; ++r) {
+      for (std::size_t j = 0; j < kw; ++j) sum += rows[r][c + j];
+    }
+    out[k] = sum / divisor;
+  }
+}
+
+void f32_gavgpool_scalar(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out) {
+  for (std::size_t p = 0; p < planes; ++p, x += hw) {
+    // four partial sums: independent add chains instead of one serial one
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    std::size_t i = 0;
+    for (; i + 4 <= hw; i += 4) {
+      for (int l = 0; l < 4; ++l) s[l] += x[i + l];
+    }
+    for (; i < hw; ++i) s[0] += x[i];
+    out[p] = ((s[0] + s[1]) + (s[2] + s[3])) * inv_hw;
+  }
+}
+
+}  // namespace nnkern::pool

@@ -1,0 +1,41 @@
+// Pooling micro-kernels over one output row segment, float32, one function per
+// kernel family (f32_pool_rows_avx512.cpp, ...).
+//
+// A row kernel computes n consecutive outputs of one output row whose windows
+// lie inside the input horizontally: output k reads columns
+// c0 + k*sw + j*dw (j < kw) of each of the nrows input rows rows[r] (only the
+// rows inside the input; the operator drops the others). sw is 1 or 2.
+//
+// maxpool: PyTorch's scan in row-major tap order, max starting at -inf and
+// the index at the first tap; a tap replaces when val > max or val is NaN.
+// index = row_base[r] + column (row_base[r] = y * W, the plane fits int32).
+// avgpool: out = (sum over taps in row-major order) / divisor.
+// gavgpool: out[p] = sum(x[p*hw .. (p+1)*hw)) * inv_hw for `planes` planes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nnkern::pool {
+
+using F32MaxpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,
+                                 std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
+                                 float* out, std::int64_t* idx);
+using F32AvgpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
+                                 std::size_t n, std::size_t c0, float divisor, float* out);
+using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
+
+#define NNKERN_DECLARE_POOL_ROWS(isa)                                                                          \
+  void f32_maxpool_row_##isa(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,       \
+                             std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,   \
+                             float* out, std::int64_t* idx);                                                   \
+  void f32_avgpool_row_##isa(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,     \
+                             std::size_t n, std::size_t c0, float divisor, float* out);                       \
+  void f32_gavgpool_##isa(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
+
+NNKERN_DECLARE_POOL_ROWS(scalar)
+NNKERN_DECLARE_POOL_ROWS(avx2)
+NNKERN_DECLARE_POOL_ROWS(avx512)
+#undef NNKERN_DECLARE_POOL_ROWS
+
+}  // namespace nnkern::pool

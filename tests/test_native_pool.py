@@ -1,0 +1,156 @@
+"""Native pooling kernels: vector bodies and their tails, borders, PyTorch's max-pool index and NaN rules,
+divisors, every kernel family, thread counts 1 and 2, bit-identical reruns."""
+import contextlib
+
+import numpy as np
+import pytest
+
+import nnkern as nk
+import nnkern._cpu as _cpu
+from nnkern.backends import cpu  # noqa: F401  (selects the family from NNKERN_ISA)
+
+
+@contextlib.contextmanager
+def family(isa):
+    before = _cpu.isa()
+    _cpu.select_isa(isa)
+    try:
+        yield
+    finally:
+        _cpu.select_isa(before)
+
+
+@contextlib.contextmanager
+def threads(n):
+    before = _cpu.get_num_threads()
+    _cpu.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _cpu.set_num_threads(before)
+
+
+ISAS = _cpu.supported_isas()
+
+
+def rand(rng, shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def close(actual, expected, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol)
+
+
+# widths around the 8- and 16-output vector blocks, with and without padding and ceil_mode
+MAX_CASES = [(3, 2, 1, 1, False), (3, 2, 0, 1, True), (2, 2, 0, 1, False), (3, 1, 1, 1, False),
+             (2, 1, 0, 2, False), (3, 2, 1, 2, True), (5, 2, 2, 1, False)]
+WIDTHS = [1, 3, 7, 16, 17, 31, 33, 34, 35, 47, 66, 112]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k,s,p,d,ceil", MAX_CASES)
+def test_max_pool_widths(isa, k, s, p, d, ceil):
+    rng = np.random.default_rng(1)
+    for w in WIDTHS:
+        if w + 2 * p < d * (k - 1) + 1 or p > k // 2:
+            continue
+        x = rand(rng, (2, 3, 5, w))
+        args = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+        ref_out, ref_idx = nk.max_pool2d(x.astype(np.float64), return_indices=True, backend="numpy", **args)
+        with family(isa):
+            out, idx = nk.max_pool2d(x, return_indices=True, backend="cpu", **args)
+        np.testing.assert_array_equal(idx, ref_idx)
+        close(out, ref_out, np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_max_pool_ties_nan_and_inf(isa):
+    """Ties keep the first maximum, the last NaN of a window wins, an all -inf window keeps its first element."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-2, 3, size=(2, 3, 9, 40)).astype(np.float32)  # many ties
+    x[0, 0, 4, 5:30:3] = np.nan
+    x[0, 1, 2:5, 10:20] = np.nan
+    x[1, 2] = -np.inf
+    x[1, 1, :, 7] = np.inf
+    for args in [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=2),
+                 dict(kernel_size=3, stride=1, padding=1, dilation=2)]:
+        ref_out, ref_idx = nk.max_pool2d(x.astype(np.float64), return_indices=True, backend="numpy", **args)
+        with family(isa):
+            out, idx = nk.max_pool2d(x, return_indices=True, backend="cpu", **args)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(out, ref_out.astype(np.float32))
+
+
+AVG_CASES = [(2, 2, 0, False, True), (3, 2, 1, False, False), (3, 2, 1, True, True), (3, 2, 1, True, False),
+             (3, 1, 1, False, True), (2, 1, 0, True, True), (4, 2, 2, True, False)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k,s,p,ceil,include", AVG_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_pool_widths(isa, k, s, p, ceil, include, dtype):
+    rng = np.random.default_rng(3)
+    for w in WIDTHS:
+        if w + 2 * p < k:
+            continue
+        x = rand(rng, (2, 2, 6, w), dtype)
+        args = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil, count_include_pad=include)
+        ref = nk.avg_pool2d(x.astype(np.float64), backend="numpy", **args)
+        g = rand(rng, ref.shape, dtype)
+        ref_g = nk.avg_pool2d_backward(g.astype(np.float64), x.astype(np.float64), backend="numpy", **args)
+        with family(isa):
+            out = nk.avg_pool2d(x, backend="cpu", **args)
+            gx = nk.avg_pool2d_backward(g, x, backend="cpu", **args)
+        close(out, ref, dtype)
+        close(gx, ref_g, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (3, 3), (4, 4), (7, 7), (5, 13), (12, 12)])
+def test_global_average(isa, hw):
+    rng = np.random.default_rng(4)
+    x = rand(rng, (3, 37) + hw)
+    ref = nk.adaptive_avg_pool2d(x.astype(np.float64), 1, backend="numpy")
+    with family(isa):
+        out = nk.adaptive_avg_pool2d(x, 1, backend="cpu")
+    close(out, ref, np.float32)
+
+
+def test_max_pool_backward_overlapping_windows():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2, size=(2, 3, 11, 13)).astype(np.float64)  # shared maxima of overlapping windows
+    args = dict(kernel_size=3, stride=1, padding=1)
+    out, idx = nk.max_pool2d(x, return_indices=True, backend="cpu", **args)
+    g = rand(rng, out.shape, np.float64)
+    ref = nk.max_pool2d_backward(g, x, idx, backend="numpy", **args)
+    close(nk.max_pool2d_backward(g, x, idx, backend="cpu", **args), ref, np.float64)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_thread_counts_and_reruns(n_threads):
+    rng = np.random.default_rng(6)
+    x = rand(rng, (3, 5, 23, 37))
+    margs = dict(kernel_size=3, stride=2, padding=1)
+    aargs = dict(kernel_size=2, stride=2)
+    ref_out, ref_idx = nk.max_pool2d(x.astype(np.float64), return_indices=True, backend="numpy", **margs)
+    g = rand(rng, ref_out.shape)
+    ref_gx = nk.max_pool2d_backward(g.astype(np.float64), x.astype(np.float64), ref_idx, backend="numpy", **margs)
+    ref_avg = nk.avg_pool2d(x.astype(np.float64), backend="numpy", **aargs)
+    ref_ad = nk.adaptive_avg_pool2d(x.astype(np.float64), (4, 6), backend="numpy")
+    with threads(n_threads):
+        runs = []
+        for _ in range(2):
+            out, idx = nk.max_pool2d(x, return_indices=True, backend="cpu", **margs)
+            gx = nk.max_pool2d_backward(g, x, idx, backend="cpu", **margs)
+            avg = nk.avg_pool2d(x, backend="cpu", **aargs)
+            ad = nk.adaptive_avg_pool2d(x, (4, 6), backend="cpu")
+            glob = nk.adaptive_avg_pool2d(x, 1, backend="cpu")
+            runs.append((out, idx, gx, avg, ad, glob))
+    np.testing.assert_array_equal(runs[0][1], ref_idx)
+    close(runs[0][0], ref_out, np.float32)
+    close(runs[0][2], ref_gx, np.float32)
+    close(runs[0][3], ref_avg, np.float32)
+    close(runs[0][4], ref_ad, np.float32)
+    for a, b in zip(*runs):
+        assert a.tobytes() == b.tobytes()
