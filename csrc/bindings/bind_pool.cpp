@@ -18,20 +18,6 @@ namespace {
 
 using Pair = std::pair<std::int64_t, std::int64_t>;
 
-// A fresh float output of `shape`, poisoned like empty_c.
-py::array empty_shape(Dtype dtype, const std::vector<py::ssize_t>& shape) {
-  py::array out = dtype == Dtype::f32 ? py::array(py::dtype::of<float>(), shape)
-                                      : py::array(py::dtype::of<double>(), shape);
-  if (poison_outputs()) {
-    if (dtype == Dtype::f32) {
-      std::fill_n(static_cast<float*>(out.mutable_data()), out.size(), std::numeric_limits<float>::quiet_NaN());
-    } else {
-      std::fill_n(static_cast<double*>(out.mutable_data()), out.size(), std::numeric_limits<double>::quiet_NaN());
-    }
-  }
-  return out;
-}
-
 std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
 std::vector<py::ssize_t> pooled_shape(const py::array& x, std::int64_t oh, std::int64_t ow) {
@@ -47,7 +33,7 @@ py::tuple max_pool2d(const py::array& x_in, Pair kernel, Pair stride, Pair paddi
                      std::int64_t ow) {
   const Dtype dtype = float_dtype(x_in, "max_pool2d", "x");
   const py::array x = c_contiguous(x_in);
-  py::array out = empty_shape(dtype, pooled_shape(x, oh, ow));
+  py::array out = empty_shaped(dtype, pooled_shape(x, oh, ow));
   py::array_t<std::int64_t> indices(pooled_shape(x, oh, ow));
   if (poison_outputs()) std::fill_n(indices.mutable_data(), indices.size(), std::numeric_limits<std::int64_t>::min());
   const ArrayView xv = view_of(x, dtype), ov = view_of(out, dtype);
@@ -61,7 +47,7 @@ py::array max_pool2d_backward(const py::array& grad_in, const py::array& x, cons
   const Dtype dtype = float_dtype(grad_in, "max_pool2d_backward", "grad_output");
   const py::array grad = c_contiguous(grad_in);
   const auto indices = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(indices_in);
-  py::array grad_input = empty_shape(dtype, shape_of(x));
+  py::array grad_input = empty_shaped(dtype, shape_of(x));
   const ArrayView gv = view_of(grad, dtype), giv = view_of(grad_input, dtype);
   const std::int64_t* ix = indices.data();
   run_native([&] { ops::max_pool2d_backward(gv, ix, giv); });
@@ -72,7 +58,7 @@ py::array avg_pool2d(const py::array& x_in, Pair kernel, Pair stride, Pair paddi
                      std::int64_t oh, std::int64_t ow) {
   const Dtype dtype = float_dtype(x_in, "avg_pool2d", "x");
   const py::array x = c_contiguous(x_in);
-  py::array out = empty_shape(dtype, pooled_shape(x, oh, ow));
+  py::array out = empty_shaped(dtype, pooled_shape(x, oh, ow));
   const ArrayView xv = view_of(x, dtype), ov = view_of(out, dtype);
   const ops::Pool2dParams p = params(kernel, stride, padding, {1, 1});
   run_native([&] { ops::avg_pool2d(xv, p, count_include_pad, ov); });
@@ -83,7 +69,7 @@ py::array avg_pool2d_backward(const py::array& grad_in, const py::array& x, Pair
                               bool count_include_pad) {
   const Dtype dtype = float_dtype(grad_in, "avg_pool2d_backward", "grad_output");
   const py::array grad = c_contiguous(grad_in);
-  py::array grad_input = empty_shape(dtype, shape_of(x));
+  py::array grad_input = empty_shaped(dtype, shape_of(x));
   const ArrayView gv = view_of(grad, dtype), giv = view_of(grad_input, dtype);
   const ops::Pool2dParams p = params(kernel, stride, padding, {1, 1});
   run_native([&] { ops::avg_pool2d_backward(gv, p, count_include_pad, giv); });
@@ -93,7 +79,7 @@ py::array avg_pool2d_backward(const py::array& grad_in, const py::array& x, Pair
 py::array adaptive_avg_pool2d(const py::array& x_in, std::int64_t oh, std::int64_t ow) {
   const Dtype dtype = float_dtype(x_in, "adaptive_avg_pool2d", "x");
   const py::array x = c_contiguous(x_in);
-  py::array out = empty_shape(dtype, pooled_shape(x, oh, ow));
+  py::array out = empty_shaped(dtype, pooled_shape(x, oh, ow));
   const ArrayView xv = view_of(x, dtype), ov = view_of(out, dtype);
   run_native([&] { ops::adaptive_avg_pool2d(xv, ov); });
   return out;
@@ -102,7 +88,7 @@ py::array adaptive_avg_pool2d(const py::array& x_in, std::int64_t oh, std::int64
 py::array adaptive_avg_pool2d_backward(const py::array& grad_in, const py::array& x) {
   const Dtype dtype = float_dtype(grad_in, "adaptive_avg_pool2d_backward", "grad_output");
   const py::array grad = c_contiguous(grad_in);
-  py::array grad_input = empty_shape(dtype, shape_of(x));
+  py::array grad_input = empty_shaped(dtype, shape_of(x));
   const ArrayView gv = view_of(grad, dtype), giv = view_of(grad_input, dtype);
   run_native([&] { ops::adaptive_avg_pool2d_backward(gv, giv); });
   return grad_input;
