@@ -359,7 +359,10 @@ def test_cpp_exceptions_map_to_python(kind, error):
 # ---- backend module, probes, build info --------------------------------------
 
 def test_backend_module_surface():
-    assert cpu.NATIVE_OPS == frozenset({"relu", "relu_backward"})
+    assert cpu.NATIVE_OPS == frozenset({
+        "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+        "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+        "cross_entropy", "cross_entropy_backward", "dropout", "dropout_backward"})
     info = cpu.build_info()
     assert info["version"] == "0.1.0" and info["build_type"] and info["compiler"]
     assert "-march=native" not in str(info)
