@@ -71,19 +71,35 @@ void softmax_slab(const T* x, T* y, std::size_t dim, std::size_t stride, std::si
 template <class T>
 void softmax_backward_slab(const T* g, const T* out, T* gi, std::size_t dim, std::size_t stride, std::size_t w,
                            bool log) {
+  // softmax: y * (g - sum(g y)) with g measured from its value at the largest y (sum(y) = 1
+  // makes the forms equal). When one probability is close to 1, g - sum(g y) cancels almost
+  // completely; (g - g_top) - sum(y (g - g_top)) has no large term left to cancel.
+  double top[kInnerBlock];
+  if (log) {
+    std::fill_n(top, w, 0.0);
+  } else {
+    T best[kInnerBlock];
+    for (std::size_t j = 0; j < w; ++j) best[j] = out[j], top[j] = g[j];
+    for (std::size_t d = 1; d < dim; ++d) {
+      for (std::size_t j = 0; j < w; ++j) {
+        const std::size_t k = d * stride + j;
+        if (out[k] > best[j]) best[j] = out[k], top[j] = g[k];
+      }
+    }
+  }
   double acc[kInnerBlock];
   std::fill_n(acc, w, 0.0);
   for (std::size_t d = 0; d < dim; ++d) {
     for (std::size_t j = 0; j < w; ++j) {
-      acc[j] += log ? g[d * stride + j] : g[d * stride + j] * out[d * stride + j];
+      const std::size_t k = d * stride + j;
+      acc[j] += log ? static_cast<double>(g[k]) : (g[k] - top[j]) * static_cast<double>(out[k]);
     }
   }
-  T dot[kInnerBlock];
-  for (std::size_t j = 0; j < w; ++j) dot[j] = static_cast<T>(acc[j]);
   for (std::size_t d = 0; d < dim; ++d) {
     for (std::size_t j = 0; j < w; ++j) {
       const std::size_t k = d * stride + j;
-      gi[k] = log ? g[k] - std::exp(out[k]) * dot[j] : out[k] * (g[k] - dot[j]);
+      gi[k] = log ? static_cast<T>(g[k] - std::exp(static_cast<double>(out[k])) * acc[j])
+                  : static_cast<T>(out[k] * ((g[k] - top[j]) - acc[j]));
     }
   }
 }
