@@ -30,6 +30,13 @@ def info() -> dict[str, Any]:
     cuda = backends.get("cuda")
     cuda_ok, cuda_reason = cuda.available()
     every_op = sorted(set(OPS) | set(OPS.values()))
+    # conv1d runs as a conv2d of height 1 on whichever backend runs conv2d
+    composite = {"conv1d": "conv2d", "conv1d_backward": "conv2d_backward"}
+
+    def native(backend) -> list:
+        ops = set(backend.NATIVE_OPS)
+        return [o for o in every_op if o in ops or composite.get(o) in ops]
+
     return {
         "version": __version__,
         "python": platform.python_version(),
@@ -43,7 +50,6 @@ def info() -> dict[str, Any]:
         "cuda_available": cuda_ok,
         "cuda_status": "available" if cuda_ok else cuda_reason,
         "cuda_device": cuda.device_info() if cuda_ok else None,
-        "native_ops": {"cpu": [o for o in every_op if o in cpu.NATIVE_OPS],
-                       "cuda": [o for o in every_op if o in cuda.NATIVE_OPS]},
-        "numpy_only_ops": [o for o in every_op if o not in cpu.NATIVE_OPS],
+        "native_ops": {"cpu": native(cpu), "cuda": native(cuda)},
+        "numpy_only_ops": [o for o in every_op if o not in native(cpu)],
     }
