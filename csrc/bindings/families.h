@@ -11,5 +11,6 @@ void bind_norm(pybind11::module_& m);       // batch normalization, forward and 
 void bind_gemm(pybind11::module_& m);       // GEMM and linear, forward and backward
 void bind_pointwise(pybind11::module_& m);  // sigmoid, tanh, softmax, log_softmax, cross-entropy, dropout
 void bind_conv(pybind11::module_& m);       // conv2d forward and backward (conv1d maps onto it)
+void bind_rnn(pybind11::module_& m);        // LSTM / GRU / RNN cells and sequences, forward and backward
 
 }  // namespace nnkern::bindings

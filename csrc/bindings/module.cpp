@@ -154,6 +154,7 @@ PYBIND11_MODULE(_cpu, m) {
   bindings::bind_gemm(m);
   bindings::bind_pointwise(m);
   bindings::bind_conv(m);
+  bindings::bind_rnn(m);
 
   m.def("peak_gflops",
         [](int threads, double seconds) {

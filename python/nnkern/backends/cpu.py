@@ -24,9 +24,10 @@ if _threads_env:
         raise ValueError(
             f"NNKERN_NUM_THREADS must be an integer between 1 and 1024, got {_threads_env!r}") from None
 
-from .native import conv as _conv, linear as _linear, norm as _norm, pointwise as _pointwise, pool as _pool  # noqa: E402,E501
+from .native import conv as _conv, linear as _linear, norm as _norm  # noqa: E402
+from .native import pointwise as _pointwise, pool as _pool, rnn as _rnn  # noqa: E402
 
-_OPS = {**_pointwise.OPS, **_pool.OPS, **_norm.OPS, **_linear.OPS, **_conv.OPS}
+_OPS = {**_pointwise.OPS, **_pool.OPS, **_norm.OPS, **_linear.OPS, **_conv.OPS, **_rnn.OPS}
 #: The backend-contract ops this backend runs natively; ``auto`` sends the rest to numpy.
 NATIVE_OPS = frozenset(_OPS)
 globals().update(_OPS)
