@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nnkern.nn as nn
-from nnkern import optim
+from nnkern import models, optim
 from helpers import assert_close
 
 torch = pytest.importorskip("torch")
@@ -369,3 +369,63 @@ def _torch_resnet():
 
     return T.Sequential(T.Conv2d(1, 16, 3, 1, 1, bias=False), T.BatchNorm2d(16), T.ReLU(), block(16, 16, 1),
                         block(16, 32, 2), block(32, 64, 2), T.AdaptiveAvgPool2d(1), T.Flatten(), T.Linear(64, 10))
+
+
+def _conv_ended_resnet(rng):
+    """Blocks that end in a convolution (fusable without batch-norm fusion), both skip kinds."""
+    def block(cin, cout, stride):
+        body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, seed=rng), nn.ReLU(),
+                             nn.Conv2d(cout, cout, 3, 1, 1, seed=rng))
+        short = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, seed=rng)
+        return nn.Sequential(nn.Residual(body, short), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, seed=rng), nn.ReLU(), block(8, 8, 1), block(8, 12, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5, seed=rng))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+@pytest.mark.parametrize("make", [_conv_ended_resnet,
+                                  lambda rng: models.ResNet(5, 3, (8, 12), seed=rng),
+                                  lambda rng: models.LeNet5(5, 3, seed=rng)],
+                         ids=["conv-ended-resnet", "resnet", "lenet"])
+def test_fusion_changes_nothing(make, backend, rng):
+    """Fused conv/BN + ReLU (+ residual) in the layers give the bits of the unfused chain, forward and backward."""
+    import nnkern
+    x = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    g = rng.standard_normal((3, 5)).astype(np.float32)
+    results = []
+    for fused in (True, False):
+        model = make(np.random.default_rng(7))
+        with nnkern.use_backend(backend), nn.fusion(fused):
+            y = model(x)
+            gx = model.backward(g)
+        results.append((y, gx, [p.grad for p in model.parameters()],
+                        [b for _, b in sorted(model.state_dict().items())]))
+    (y1, gx1, pg1, sd1), (y2, gx2, pg2, sd2) = results
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(gx1, gx2)
+    for a, b in zip(pg1 + sd1, pg2 + sd2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fusion_is_used_and_can_be_switched_off(rng, monkeypatch):
+    """With fusion on, a Conv2d followed by ReLU makes one conv2d call with activation='relu'."""
+    import nnkern
+    import nnkern.nn.layers as layers
+    calls = []
+    real = layers.F.conv2d
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("activation"), kwargs.get("residual") is not None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layers.F, "conv2d", spy)
+    model = _conv_ended_resnet(rng)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    model(x)
+    assert calls.count(("relu", False)) == 3 and calls.count(("relu", True)) == 2 and calls.count((None, False)) == 1
+    assert nnkern.nn.fusion_enabled()
+    calls.clear()
+    with nn.fusion(False):
+        assert not nnkern.nn.fusion_enabled()
+        model(x)
+    assert all(c == (None, False) for c in calls)

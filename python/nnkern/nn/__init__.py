@@ -6,9 +6,9 @@ backend the arrays and ``nnkern.use_backend`` select.
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Flatten,
                      Identity, Linear, MaxPool2d, ReLU, Residual, Sequential, Sigmoid, Tanh)
 from .loss import CrossEntropyLoss, MSELoss
-from .module import Module, Parameter
+from .module import Module, Parameter, fusion, fusion_enabled
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
-__all__ = ["Module", "Parameter", "Conv1d", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+__all__ = ["Module", "Parameter", "fusion", "fusion_enabled", "Conv1d", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "BatchNorm1d", "BatchNorm2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "Sequential", "Identity",
            "Residual", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "CrossEntropyLoss", "MSELoss"]

@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from .. import functional as F
-from .module import Module, Parameter, as_optional
+from .module import Module, Parameter, as_optional, fusion_enabled
 
 IntOrPair = Union[int, Tuple[int, int]]
 Seed = Union[None, int, np.random.Generator]
@@ -54,6 +54,14 @@ class Conv2d(Module):
         self._save(x=x)
         return F.conv2d(x, self.weight.data, as_optional(self.bias), self.stride, self.padding, self.dilation,
                         self.groups)
+
+    def _fusable(self, with_residual: bool) -> bool:
+        return True
+
+    def _forward_fused(self, x: Any, residual: Any = None) -> Any:
+        self._save(x=x)
+        return F.conv2d(x, self.weight.data, as_optional(self.bias), self.stride, self.padding, self.dilation,
+                        self.groups, activation="relu", residual=residual)
 
     def backward(self, grad_output: Any) -> Any:
         x = self._take_saved()["x"]
@@ -338,8 +346,32 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x: Any) -> Any:
-        for m in self._modules.values():
-            x = m(x)
+        return self._run(x, None, fused_tail=False)
+
+    def _fusable(self, with_residual: bool) -> bool:
+        mods = list(self._modules.values())
+        return bool(mods) and mods[-1]._fusable(with_residual)
+
+    def _forward_fused(self, x: Any, residual: Any = None) -> Any:
+        return self._run(x, residual, fused_tail=True)
+
+    def _run(self, x: Any, residual: Any, fused_tail: bool) -> Any:
+        """Apply the children in order; with fusion on, a child followed by a ``ReLU`` that
+        can fuse it runs as one op and the ``ReLU`` only keeps the output for its backward."""
+        mods = list(self._modules.values())
+        fuse = fusion_enabled()
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if fused_tail and i == len(mods) - 1:
+                x = m._forward_fused(x, residual)
+            elif fuse and i + 1 < len(mods) and type(mods[i + 1]) is ReLU and m._fusable(False):
+                x = m._forward_fused(x)
+                mods[i + 1]._save(out=x)
+                i += 1
+            else:
+                x = m(x)
+            i += 1
         return x
 
     def backward(self, grad_output: Any) -> Any:
@@ -371,6 +403,16 @@ class Residual(Module):
         skip = x if self.shortcut is None else self.shortcut(x)
         self._save(used=True)
         return y + skip
+
+    def _fusable(self, with_residual: bool) -> bool:
+        # the skip is added by the block's last layer, in its fused epilogue
+        return not with_residual and self.block._fusable(True)
+
+    def _forward_fused(self, x: Any, residual: Any = None) -> Any:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        y = self.block._forward_fused(x, skip)
+        self._save(used=True)
+        return y
 
     def backward(self, grad_output: Any) -> Any:
         self._take_saved()

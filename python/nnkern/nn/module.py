@@ -6,12 +6,38 @@ returns the gradient of the input and *accumulates* into each parameter's
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections import OrderedDict
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
 from .._arrays import as_array, is_device_array
+
+
+_fusion: contextvars.ContextVar[bool] = contextvars.ContextVar("nnkern_fusion", default=True)
+
+
+def fusion_enabled() -> bool:
+    """Whether containers run a layer and the ReLU after it as one fused op (on by default)."""
+    return _fusion.get()
+
+
+@contextlib.contextmanager
+def fusion(enabled: bool) -> Iterator[None]:
+    """Turn layer fusion on or off inside a ``with`` block (thread- and task-local).
+
+    With fusion on, ``Sequential`` computes ``Conv2d`` + ``ReLU`` and
+    ``BatchNorm`` + ``ReLU`` (and the residual add + ReLU ending a ResNet
+    block) in one pass of the fused functional forms; the results, the
+    gradients and the module tree are the same as with fusion off.
+    """
+    token = _fusion.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _fusion.reset(token)
 
 
 class Parameter:
@@ -102,6 +128,19 @@ class Module:
 
     def backward(self, grad_output: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    # -- fusion protocol (used by Sequential and Residual) --------------------------------------------
+    def _fusable(self, with_residual: bool) -> bool:
+        """Whether :meth:`_forward_fused` can compute ``relu(self(x) [+ residual])`` in one pass."""
+        return False
+
+    def _forward_fused(self, x: Any, residual: Any = None) -> Any:
+        """``relu(self.forward(x) + residual)`` (residual may be None), saving what ``backward`` needs.
+
+        ``backward`` then takes the gradient w.r.t. the value *before* the ReLU
+        (the ReLU module that was fused away applies relu_backward first).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fused forward")
 
     def _save(self, **saved: Any) -> None:
         object.__setattr__(self, "_saved", saved)
