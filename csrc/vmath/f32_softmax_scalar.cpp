@@ -20,7 +20,7 @@ struct Scalar {
   static V fnmadd(V a, V b, V c) { return c - a * b; }
   static V max(V a, V b) { return a > b ? a : b; }  // b when either is NaN, as the vector max
   static V select_gt(V a, V b, V x, V y) { return a > b ? x : y; }
-  static V exp_nonpos(V a) { return std::exp(a); }
+  static V exp(V a) { return std::exp(a); }
   static std::size_t first_eq(std::size_t n, const float* p, float v) {
     std::size_t i = 0;
     while (i < n && !(p[i] == v)) ++i;

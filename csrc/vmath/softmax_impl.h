@@ -83,7 +83,7 @@ struct SoftmaxKernels {
     const V vm = A::set1(mx);
     *m = mx;
     *s = sum(n, [&](std::size_t i, std::size_t k) {
-      const V v = A::exp_nonpos(A::sub(load(x + i, k, neg_inf()), vm));
+      const V v = A::exp(A::sub(load(x + i, k, neg_inf()), vm));
       if (kStore) store(e + i, v, k);
       return v;
     });
@@ -125,7 +125,7 @@ struct SoftmaxKernels {
     const V s = A::set1(static_cast<float>(sum(n, [&](std::size_t i, std::size_t k) { return load(g + i, k, 0.0f); })));
     for (std::size_t i = 0; i < n; i += W) {
       const std::size_t k = n - i < W ? n - i : W;
-      store(gi + i, A::fnmadd(A::exp_nonpos(load(o + i, k, 0.0f)), s, load(g + i, k, 0.0f)), k);
+      store(gi + i, A::fnmadd(A::exp(load(o + i, k, 0.0f)), s, load(g + i, k, 0.0f)), k);
     }
   }
 
@@ -169,7 +169,7 @@ struct SoftmaxKernels {
       V vs = A::set1(0.0f);
       std::size_t c = 0;
       for (std::size_t d = 0; d < dim; ++d) {
-        const V v = A::exp_nonpos(A::sub(load(x + d * stride + j, k, neg_inf()), vm));
+        const V v = A::exp(A::sub(load(x + d * stride + j, k, neg_inf()), vm));
         if (kStore) store(e + d * stride + j, v, k);
         vs = A::add(vs, v);
         if (++c == kFlush) {
@@ -229,7 +229,7 @@ struct SoftmaxKernels {
       const V s = col_sum(dim, [&](std::size_t d) { return load(g + d * stride + j, k, 0.0f); });
       for (std::size_t d = 0; d < dim; ++d) {
         const std::size_t at = d * stride + j;
-        store(gi + at, A::fnmadd(A::exp_nonpos(load(o + at, k, 0.0f)), s, load(g + at, k, 0.0f)), k);
+        store(gi + at, A::fnmadd(A::exp(load(o + at, k, 0.0f)), s, load(g + at, k, 0.0f)), k);
       }
     });
   }
