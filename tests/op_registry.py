@@ -303,6 +303,18 @@ def bn_samples(rng):
                     "large mean small spread", check_backward=False))
     S.append(Sample({"x": transposed(rand(rng, 3, 2, 5, 4))}, {"training": True, "running_mean": np.zeros(2),
                                                                 "running_var": np.ones(2)}, "non-contiguous"))
+    # the fused forms relu(bn(x) + residual) of a ResNet block, bn(x) + residual, relu(bn(x)); drawn from a
+    # spawned generator, which leaves rng's stream (and what callers draw after the samples) as it was
+    rng = rng.spawn(1)[0]
+    for training, activation, residual, desc in [(True, "relu", True, "fused relu + residual training"),
+                                                 (False, "relu", True, "fused relu + residual eval"),
+                                                 (True, "relu", False, "fused relu training"),
+                                                 (False, None, True, "residual without activation eval")]:
+        inputs = {"x": rand(rng, 2, 3, 5, 4, scale=2.0), "weight": rand(rng, 3), "bias": rand(rng, 3)}
+        if residual:
+            inputs["residual"] = transposed(rand(rng, 2, 3, 5, 4)) if training else rand(rng, 2, 3, 5, 4)
+        S.append(Sample(inputs, {"training": training, "running_mean": rand(rng, 3, scale=0.3),
+                                 "running_var": np.abs(rand(rng, 3)) + 0.5, "activation": activation}, desc))
     return S
 
 
@@ -310,17 +322,23 @@ def bn_forward(inp, p, backend):
     dt = inp["x"].dtype
     rm, rv = p["running_mean"].astype(dt), p["running_var"].astype(dt)  # fresh copies: updated in place
     out, mean, invstd = nk.batch_norm(inp["x"], rm, rv, inp.get("weight"), inp.get("bias"), p["training"],
-                                      0.1, 1e-5, return_stats=True, backend=backend)
+                                      0.1, 1e-5, activation=p.get("activation"), residual=inp.get("residual"),
+                                      return_stats=True, backend=backend)
     return (out, rm, rv), (mean, invstd)
 
 
 def bn_backward(inp, p, outs, saved, grads, backend):
     mean, invstd = saved
-    gx, gw, gb = nk.batch_norm_backward(grads[0], inp["x"], inp.get("weight"), mean, invstd, p["training"],
+    g = grads[0]
+    if p.get("activation") == "relu":
+        g = nk.relu_backward(g, outs[0], backend=backend if backend != "cpu" or _native("relu_backward") else "numpy")
+    gx, gw, gb = nk.batch_norm_backward(g, inp["x"], inp.get("weight"), mean, invstd, p["training"],
                                         backend=backend)
     res = {"x": gx}
     if "weight" in inp:
         res.update(weight=gw, bias=gb)
+    if "residual" in inp:
+        res["residual"] = g
     return res
 
 
@@ -328,6 +346,10 @@ def bn_torch(torch, t, p):
     rm = torch.tensor(p["running_mean"], dtype=t["x"].dtype)
     rv = torch.tensor(p["running_var"], dtype=t["x"].dtype)
     out = torch.nn.functional.batch_norm(t["x"], rm, rv, t.get("weight"), t.get("bias"), p["training"], 0.1, 1e-5)
+    if "residual" in t:
+        out = out + t["residual"]
+    if p.get("activation") == "relu":
+        out = torch.relu(out)
     return (out, rm, rv)
 
 

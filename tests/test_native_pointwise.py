@@ -74,7 +74,11 @@ def test_activation_sizes_and_backward(name, dtype, n):
 
 
 @pytest.mark.parametrize("shape, dim", [((1, 1), 1), ((3, 5, 7), 1), ((4, 33), 0), ((2, 3, 300), 1), ((2, 700), 1),
-                                        ((5, 3000), 1), ((3, 2, 0), 1), ((0, 4), 1), ((6,), 0)])
+                                        ((5, 3000), 1), ((3, 2, 0), 1), ((0, 4), 1), ((6,), 0),
+                                        # rows around the vector widths and long enough for many partial sums
+                                        ((3, 15), 1), ((3, 16), 1), ((3, 17), 1), ((2, 100003), 1),
+                                        # slabs: column vectors with tails, two column blocks, a long dim
+                                        ((2, 9, 23), 1), ((2, 20, 300), 1), ((1, 3000, 33), 1), ((40, 2, 3, 3), 0)])
 @pytest.mark.parametrize("log", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_family(shape, dim, log, dtype):
@@ -91,7 +95,7 @@ def test_softmax_family(shape, dim, log, dtype):
     np.testing.assert_allclose(gi, expected_gi, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=tol)
 
 
-@pytest.mark.parametrize("n, c", [(1, 1), (7, 11), (64, 10), (300, 1000)])
+@pytest.mark.parametrize("n, c", [(1, 1), (7, 11), (64, 10), (300, 1000), (3, 20001)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy(n, c, dtype):
     rng = np.random.default_rng(n + c)
@@ -105,6 +109,46 @@ def test_cross_entropy(n, c, dtype):
     grad = _cpu.cross_entropy_backward(grad_loss, logits, target)
     expected = ref.cross_entropy_backward(grad_loss.astype(np.float64), logits.astype(np.float64), target)
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=tol)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_nan_and_inf_rules(dim, log):
+    """As torch: a NaN or +Inf anywhere makes its whole row NaN, a row of -Inf is NaN, -Inf among finite
+    values gives probability 0 (log-probability -Inf); in rows and in columns, in the vector body and tail."""
+    rows = np.full((6, 19), 0.5, np.float32) + np.arange(19, dtype=np.float32) / 7
+    rows[0, 3] = np.nan
+    rows[1, 17] = np.nan
+    rows[2, 5] = np.inf
+    rows[3, :] = -np.inf
+    rows[4, [0, 18]] = -np.inf
+    x = rows if dim == 1 else np.ascontiguousarray(rows.T)
+    name = "log_softmax" if log else "softmax"
+    out = getattr(_cpu, name)(x, dim)
+    out = out if dim == 1 else out.T
+    assert np.all(np.isnan(out[:4]))
+    if log:
+        assert np.all(out[4, [0, 18]] == -np.inf)
+    else:
+        assert np.all(out[4, [0, 18]] == 0)
+    for r in (4, 5):
+        finite = np.isfinite(rows[r])
+        expected = getattr(ref, name)(rows[r][finite].astype(np.float64), 0)
+        np.testing.assert_allclose(out[r][finite], expected, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_large_logits(log):
+    """Logits around 1e4 and spread over +-80: the max shift keeps every exp in range."""
+    rng = np.random.default_rng(5)
+    x = (1e4 + rng.uniform(-80, 80, (7, 301))).astype(np.float32)
+    name = "log_softmax" if log else "softmax"
+    for dim in (0, 1):
+        out = getattr(_cpu, name)(x, dim)
+        expected = getattr(ref, name)(x.astype(np.float64), dim)
+        assert np.all(np.isfinite(out))
+        err = np.max(np.abs(out - expected)) / np.max(np.abs(expected))
+        assert err <= 1e-5
 
 
 def test_cross_entropy_empty_batch_is_nan():
@@ -145,6 +189,9 @@ CASES = {
     "softmax_rows": lambda x: _cpu.softmax(x, 1),
     "log_softmax_cols": lambda x: _cpu.log_softmax(x, 0),
     "softmax_backward": lambda x: _cpu.softmax_backward(x[::-1].copy(), _cpu.softmax(x, 1), 1),
+    "softmax_cols_backward": lambda x: _cpu.softmax_backward(x[::-1].copy(), _cpu.softmax(x, 0), 0),
+    "log_softmax_rows_backward": lambda x: _cpu.log_softmax_backward(x[::-1].copy(), _cpu.log_softmax(x, 1), 1),
+    "log_softmax_cols_backward": lambda x: _cpu.log_softmax_backward(x[::-1].copy(), _cpu.log_softmax(x, 0), 0),
     "cross_entropy": lambda x: _cpu.cross_entropy(x, np.arange(x.shape[0]) % x.shape[1]),
     "cross_entropy_backward": lambda x: _cpu.cross_entropy_backward(np.asarray(1.5, x.dtype), x,
                                                                      np.arange(x.shape[0]) % x.shape[1]),

@@ -27,7 +27,8 @@ py::array empty_vector(Dtype dtype, py::ssize_t n) {
 }
 
 py::tuple batch_norm(const py::array& x_in, const py::object& running_mean, const py::object& running_var,
-                     const py::object& weight, const py::object& bias, bool training, double momentum, double eps) {
+                     const py::object& weight, const py::object& bias, bool training, double momentum, double eps,
+                     const py::object& activation, const py::object& residual) {
   const char* op = "batch_norm";
   const Dtype dtype = float_dtype(x_in, op, "input");
   const py::array x = c_contiguous(x_in);
@@ -36,12 +37,18 @@ py::tuple batch_norm(const py::array& x_in, const py::object& running_mean, cons
   const ArrayView rvv = optional_view(running_var, dtype, op, "running_var", rv_keep);
   const ArrayView wv = optional_view(weight, dtype, op, "weight", w_keep);
   const ArrayView bv = optional_view(bias, dtype, op, "bias", b_keep);
+  py::array r_keep;
+  const ArrayView resv = optional_view(residual, dtype, op, "residual", r_keep);
+  if (!residual.is_none() && resv.shape != view_of(x, dtype).shape) {
+    throw py::value_error(std::string(op) + ": residual must have the shape of the input");
+  }
+  const bool relu = !activation.is_none() && activation.cast<std::string>() == "relu";
   py::array out = empty_c(dtype, x);
   py::array mean = empty_vector(dtype, x.shape(1));
   py::array invstd = empty_vector(dtype, x.shape(1));
   const ArrayView xv = view_of(x, dtype), ov = view_of(out, dtype);
   const ArrayView mv = view_of(mean, dtype), iv = view_of(invstd, dtype);
-  run_native([&] { ops::batch_norm(xv, rmv, rvv, wv, bv, training, momentum, eps, ov, mv, iv); });
+  run_native([&] { ops::batch_norm(xv, rmv, rvv, wv, bv, training, momentum, eps, relu, resv, ov, mv, iv); });
   // The running statistics are updated in place: when a contiguous copy was
   // updated instead, write it back into the caller's array.
   if (training) {
@@ -85,9 +92,11 @@ py::tuple batch_norm_backward(const py::array& g_in, const py::array& x_in, cons
 
 void bind_norm(pybind11::module_& m) {
   m.def("batch_norm", &batch_norm, py::arg("x"), py::arg("running_mean"), py::arg("running_var"), py::arg("weight"),
-        py::arg("bias"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
-        "(out, mean, invstd) of batch normalization over axis 1 of x (N, C, *); in training the running "
-        "statistics (when given) are updated in place.");
+        py::arg("bias"), py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("activation"),
+        py::arg("residual"),
+        "(out, mean, invstd) of batch normalization over axis 1 of x (N, C, *), out = act(bn(x) + residual) "
+        "(activation None or \"relu\", residual of x's shape or None); in training the running statistics "
+        "(when given) are updated in place.");
   m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
         py::arg("mean"), py::arg("invstd"), py::arg("training"), py::arg("output_mask"),
         "(grad_input, grad_weight, grad_bias) of batch_norm; an entry is None where output_mask is False.");

@@ -17,10 +17,10 @@ using namespace nnkern::norm;
 template <class T>
 struct BnKernels {
   void (*stats)(std::size_t, const T*, double, double*);
-  void (*affine)(std::size_t, const T*, T*, T, T, T);
+  void (*affine)(std::size_t, const T*, const T*, T*, T, T, T, bool);
   void (*bwd_reduce)(std::size_t, const T*, const T*, double, double*);
   void (*bwd_input)(std::size_t, const T*, const T*, T*, T, T, T, T);
-  void (*affine_stream)(std::size_t, const T*, T*, T, T, T);
+  void (*affine_stream)(std::size_t, const T*, const T*, T*, T, T, T, bool);
   void (*bwd_input_stream)(std::size_t, const T*, const T*, T*, T, T, T, T);
 };
 
@@ -116,8 +116,9 @@ void run_planned(const Planes& pl, bool two_passes, const PlanesA& planes_a, con
 
 template <class T>
 void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView& rvv, const ArrayView& wv,
-                      const ArrayView& bv, bool training, double momentum, double eps, const ArrayView& outv,
-                      const ArrayView& meanv, const ArrayView& invstdv) {
+                      const ArrayView& bv, bool training, double momentum, double eps, bool relu,
+                      const ArrayView& resv, const ArrayView& outv, const ArrayView& meanv,
+                      const ArrayView& invstdv) {
   const BnKernels<T> k = kernels<T>();
   const Planes pl = planes_of(xv);
   const std::size_t count = pl.per_channel();
@@ -129,6 +130,7 @@ void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView
   T* rv = rvv.as<T>();
   const T* w = wv.as<T>();
   const T* b = bv.as<T>();
+  const T* res = resv.as<T>();
 
   if (training && count == 0) {
     // an empty batch has no statistics: PyTorch leaves the running ones alone
@@ -151,7 +153,8 @@ void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView
   const auto affine = pl.count() * pl.hw * sizeof(T) >= kStreamBytes ? k.affine_stream : k.affine;
   auto affine_plane = [&](std::size_t p) {
     const std::size_t c = p % pl.c;
-    affine(pl.hw, x + p * pl.hw, out + p * pl.hw, shift[c], scale[c], offset[c]);
+    affine(pl.hw, x + p * pl.hw, res != nullptr ? res + p * pl.hw : nullptr, out + p * pl.hw, shift[c], scale[c],
+           offset[c], relu);
   };
   if (!training) {
     for (std::size_t c = 0; c < pl.c; ++c) {
@@ -257,11 +260,14 @@ void batch_norm_backward_typed(const ArrayView& gv, const ArrayView& xv, const A
 
 void batch_norm(const ArrayView& x, const ArrayView& running_mean, const ArrayView& running_var,
                 const ArrayView& weight, const ArrayView& bias, bool training, double momentum, double eps,
-                const ArrayView& out, const ArrayView& mean, const ArrayView& invstd) {
+                bool relu, const ArrayView& residual, const ArrayView& out, const ArrayView& mean,
+                const ArrayView& invstd) {
   if (x.dtype == Dtype::f32) {
-    batch_norm_typed<float>(x, running_mean, running_var, weight, bias, training, momentum, eps, out, mean, invstd);
+    batch_norm_typed<float>(x, running_mean, running_var, weight, bias, training, momentum, eps, relu, residual, out,
+                            mean, invstd);
   } else {
-    batch_norm_typed<double>(x, running_mean, running_var, weight, bias, training, momentum, eps, out, mean, invstd);
+    batch_norm_typed<double>(x, running_mean, running_var, weight, bias, training, momentum, eps, relu, residual,
+                             out, mean, invstd);
   }
 }
 

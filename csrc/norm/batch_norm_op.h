@@ -8,11 +8,13 @@
 
 namespace nnkern::ops {
 
-// Writes out, mean, invstd (C,); in training updates running_mean/var in place
-// when given.
+// Writes out = act(bn(x) + residual) (residual of x's shape, when given; act
+// relu when `relu`), mean, invstd (C,); in training updates running_mean/var
+// in place when given.
 void batch_norm(const ArrayView& x, const ArrayView& running_mean, const ArrayView& running_var,
                 const ArrayView& weight, const ArrayView& bias, bool training, double momentum, double eps,
-                const ArrayView& out, const ArrayView& mean, const ArrayView& invstd);
+                bool relu, const ArrayView& residual, const ArrayView& out, const ArrayView& mean,
+                const ArrayView& invstd);
 
 // Writes grad_input / grad_weight / grad_bias, each only when its data is set.
 void batch_norm_backward(const ArrayView& grad_output, const ArrayView& x, const ArrayView& weight,

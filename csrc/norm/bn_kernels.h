@@ -8,9 +8,12 @@
 //             shift); sums in double, or for float32 SIMD in float over blocks
 //             of at most 8 terms per lane and in double across blocks, keep it
 //             accurate for long planes.
-// affine:     y = (x - shift) * scale + offset. The subtraction comes first
-//             (not x * scale + const) so that a large mean cancels exactly
-//             before the scaling instead of after it.
+// affine:     y = act((x - shift) * scale + offset + r), r the residual
+//             plane or nullptr (none), act relu when `relu` (NaN kept, as
+//             torch.relu) or the identity: the whole fused BN + add + ReLU of a
+//             ResNet block in one read of x (and r) and one write of y. The
+//             subtraction comes first (not x * scale + const) so that a large
+//             mean cancels exactly before the scaling instead of after it.
 // bwd_reduce: out[0] = sum(g), out[1] = sum(g * (x - mean)), summed likewise.
 // For float32, shift and mean are float32 values (an element, the saved mean).
 // bwd_input:  gi = g * a + (x - mean) * b + c.
@@ -26,21 +29,23 @@
 namespace nnkern::norm {
 
 using F32BnStatsFn = void (*)(std::size_t n, const float* x, double shift, double* out);
-using F32BnAffineFn = void (*)(std::size_t n, const float* x, float* y, float shift, float scale, float offset);
+using F32BnAffineFn = void (*)(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                               float offset, bool relu);
 using F32BnBwdReduceFn = void (*)(std::size_t n, const float* g, const float* x, double mean, double* out);
 using F32BnBwdInputFn = void (*)(std::size_t n, const float* g, const float* x, float* gi, float mean, float a,
                                  float b, float c);
 
 #define NNKERN_DECLARE_BN(isa)                                                                             \
   void f32_bn_stats_##isa(std::size_t n, const float* x, double shift, double* out);                     \
-  void f32_bn_affine_##isa(std::size_t n, const float* x, float* y, float shift, float scale, float offset); \
+  void f32_bn_affine_##isa(std::size_t n, const float* x, const float* r, float* y, float shift, float scale, \
+                           float offset, bool relu);                                                     \
   void f32_bn_bwd_reduce_##isa(std::size_t n, const float* g, const float* x, double mean, double* out);  \
   void f32_bn_bwd_input_##isa(std::size_t n, const float* g, const float* x, float* gi, float mean, float a, \
                               float b, float c);
 
 #define NNKERN_DECLARE_BN_STREAM(isa)                                                                        \
-  void f32_bn_affine_stream_##isa(std::size_t n, const float* x, float* y, float shift, float scale,          \
-                                  float offset);                                                             \
+  void f32_bn_affine_stream_##isa(std::size_t n, const float* x, const float* r, float* y, float shift,      \
+                                  float scale, float offset, bool relu);                                     \
   void f32_bn_bwd_input_stream_##isa(std::size_t n, const float* g, const float* x, float* gi, float mean,   \
                                      float a, float b, float c);
 
@@ -55,7 +60,8 @@ NNKERN_DECLARE_BN(avx512)
 
 // float64: one portable family (the compiler vectorizes it for the baseline ISA).
 void f64_bn_stats_scalar(std::size_t n, const double* x, double shift, double* out);
-void f64_bn_affine_scalar(std::size_t n, const double* x, double* y, double shift, double scale, double offset);
+void f64_bn_affine_scalar(std::size_t n, const double* x, const double* r, double* y, double shift, double scale,
+                          double offset, bool relu);
 void f64_bn_bwd_reduce_scalar(std::size_t n, const double* g, const double* x, double mean, double* out);
 void f64_bn_bwd_input_scalar(std::size_t n, const double* g, const double* x, double* gi, double mean, double a,
                              double b, double c);

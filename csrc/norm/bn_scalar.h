@@ -18,8 +18,13 @@ struct ScalarBn {
     out[0] = s;
     out[1] = ss;
   }
-  static void affine(std::size_t n, const T* x, T* y, T shift, T scale, T offset) {
-    for (std::size_t i = 0; i < n; ++i) y[i] = (x[i] - shift) * scale + offset;
+  static void affine(std::size_t n, const T* x, const T* r, T* y, T shift, T scale, T offset, bool relu) {
+    for (std::size_t i = 0; i < n; ++i) {
+      T v = (x[i] - shift) * scale + offset;
+      if (r != nullptr) v += r[i];
+      // v < 0 is false for NaN: NaN passes, as torch.relu
+      y[i] = relu && v < T(0) ? T(0) : v;
+    }
   }
   static void bwd_reduce(std::size_t n, const T* g, const T* x, double mean, double* out) {
     double s = 0, sx = 0;

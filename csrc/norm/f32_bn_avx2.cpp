@@ -3,6 +3,7 @@
 // scalar loop.
 #include <immintrin.h>
 
+#include "norm/bn_fused.h"
 #include "norm/bn_kernels.h"
 
 namespace nnkern::norm {
@@ -93,12 +94,33 @@ inline void write_vectors(std::size_t n, float* y, const Vec& vec, const One& on
   if (kStream) _mm_sfence();
 }
 
-template <bool kStream>
-inline void affine(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+template <bool kStream, bool kResidual, bool kRelu>
+inline void affine(std::size_t n, const float* x, const float* r, float* y, float shift, float scale, float offset) {
   const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale), of = _mm256_set1_ps(offset);
+  const __m256 zero = _mm256_setzero_ps();
   write_vectors<kStream>(
-      n, y, [&](std::size_t i) { return _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc, of); },
-      [&](std::size_t i) { return (x[i] - shift) * scale + offset; });
+      n, y,
+      [&](std::size_t i) {
+        __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc, of);
+        if (kResidual) v = _mm256_add_ps(v, _mm256_loadu_ps(r + i));
+        // max_ps returns its second operand when either is NaN: NaN passes, as torch.relu
+        if (kRelu) v = _mm256_max_ps(zero, v);
+        return v;
+      },
+      [&](std::size_t i) {
+        float v = (x[i] - shift) * scale + offset;
+        if (kResidual) v += r[i];
+        return kRelu && v < 0.0f ? 0.0f : v;
+      });
+}
+
+// One instantiation per fused form, chosen once per plane.
+template <bool kStream>
+inline void affine_any(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                       float offset, bool relu) {
+  with_fused_form(r != nullptr, relu, [&](auto res, auto act) {
+    affine<kStream, decltype(res)::value, decltype(act)::value>(n, x, r, y, shift, scale, offset);
+  });
 }
 
 template <bool kStream>
@@ -116,12 +138,14 @@ inline void bwd_input(std::size_t n, const float* g, const float* x, float* gi, 
 
 }  // namespace
 
-void f32_bn_affine_avx2(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
-  affine<false>(n, x, y, shift, scale, offset);
+void f32_bn_affine_avx2(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                        float offset, bool relu) {
+  affine_any<false>(n, x, r, y, shift, scale, offset, relu);
 }
 
-void f32_bn_affine_stream_avx2(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
-  affine<true>(n, x, y, shift, scale, offset);
+void f32_bn_affine_stream_avx2(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                               float offset, bool relu) {
+  affine_any<true>(n, x, r, y, shift, scale, offset, relu);
 }
 
 void f32_bn_bwd_reduce_avx2(std::size_t n, const float* g, const float* x, double mean, double* out) {

@@ -3,6 +3,7 @@
 // 16-float vector per step. Tails use masked loads and stores.
 #include <immintrin.h>
 
+#include "norm/bn_fused.h"
 #include "norm/bn_kernels.h"
 
 namespace nnkern::norm {
@@ -103,11 +104,25 @@ inline void write_vectors(std::size_t n, float* y, const Op& op) {
   if (kStream) _mm_sfence();
 }
 
-template <bool kStream>
-inline void affine(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
+template <bool kStream, bool kResidual, bool kRelu>
+inline void affine(std::size_t n, const float* x, const float* r, float* y, float shift, float scale, float offset) {
   const __m512 sh = _mm512_set1_ps(shift), sc = _mm512_set1_ps(scale), of = _mm512_set1_ps(offset);
+  const __m512 zero = _mm512_setzero_ps();
   write_vectors<kStream>(n, y, [&](std::size_t i, __mmask16 m) {
-    return _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh), sc, of);
+    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh), sc, of);
+    if (kResidual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i));
+    // max_ps returns its second operand when either is NaN: NaN passes, as torch.relu
+    if (kRelu) v = _mm512_max_ps(zero, v);
+    return v;
+  });
+}
+
+// One instantiation per fused form, chosen once per plane.
+template <bool kStream>
+inline void affine_any(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                       float offset, bool relu) {
+  with_fused_form(r != nullptr, relu, [&](auto res, auto act) {
+    affine<kStream, decltype(res)::value, decltype(act)::value>(n, x, r, y, shift, scale, offset);
   });
 }
 
@@ -123,12 +138,14 @@ inline void bwd_input(std::size_t n, const float* g, const float* x, float* gi, 
 
 }  // namespace
 
-void f32_bn_affine_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
-  affine<false>(n, x, y, shift, scale, offset);
+void f32_bn_affine_avx512(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                          float offset, bool relu) {
+  affine_any<false>(n, x, r, y, shift, scale, offset, relu);
 }
 
-void f32_bn_affine_stream_avx512(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
-  affine<true>(n, x, y, shift, scale, offset);
+void f32_bn_affine_stream_avx512(std::size_t n, const float* x, const float* r, float* y, float shift, float scale,
+                                 float offset, bool relu) {
+  affine_any<true>(n, x, r, y, shift, scale, offset, relu);
 }
 
 void f32_bn_bwd_reduce_avx512(std::size_t n, const float* g, const float* x, double mean, double* out) {

@@ -7,8 +7,9 @@ void f32_bn_stats_scalar(std::size_t n, const float* x, double shift, double* ou
   ScalarBn<float>::stats(n, x, shift, out);
 }
 
-void f32_bn_affine_scalar(std::size_t n, const float* x, float* y, float shift, float scale, float offset) {
-  ScalarBn<float>::affine(n, x, y, shift, scale, offset);
+void f32_bn_affine_scalar(std::size_t n, const float* x, const float* r, float* y, float shift, float scale, float offset,
+                          bool relu) {
+  ScalarBn<float>::affine(n, x, r, y, shift, scale, offset, relu);
 }
 
 void f32_bn_bwd_reduce_scalar(std::size_t n, const float* g, const float* x, double mean, double* out) {

@@ -7,8 +7,9 @@ void f64_bn_stats_scalar(std::size_t n, const double* x, double shift, double* o
   ScalarBn<double>::stats(n, x, shift, out);
 }
 
-void f64_bn_affine_scalar(std::size_t n, const double* x, double* y, double shift, double scale, double offset) {
-  ScalarBn<double>::affine(n, x, y, shift, scale, offset);
+void f64_bn_affine_scalar(std::size_t n, const double* x, const double* r, double* y, double shift, double scale, double offset,
+                          bool relu) {
+  ScalarBn<double>::affine(n, x, r, y, shift, scale, offset, relu);
 }
 
 void f64_bn_bwd_reduce_scalar(std::size_t n, const double* g, const double* x, double mean, double* out) {

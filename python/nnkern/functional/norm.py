@@ -19,6 +19,7 @@ def _check_running(op: str, name: str, r: Any, channels: int, dtype: Any, traini
 
 def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
+               activation: Optional[str] = None, residual: Any = None,
                return_stats: bool = False, backend: Optional[str] = None) -> Any:
     """Batch normalization over channel axis 1 of ``x`` (N, C, *), as ``torch.nn.functional.batch_norm``.
 
@@ -26,13 +27,16 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, 
     and ``running_mean`` / ``running_var`` (when given) are updated in place
     with ``momentum`` and the unbiased variance. ``return_stats=True`` also
     returns the ``mean`` and ``invstd`` that :func:`batch_norm_backward` needs.
+    ``activation="relu"`` with an optional ``residual`` (the shape of ``x``)
+    computes ``relu(batch_norm(x) + residual)`` in one pass (a ResNet block's
+    tail); a residual without activation adds only.
     """
     op = "batch_norm"
     # running statistics are updated in place: keep the caller's objects (no conversion copies)
     raw_rm, raw_rv = running_mean, running_var
     a, on_device = c.float_arrays(op, input=x, running_mean=running_mean, running_var=running_var,
-                                  weight=weight, bias=bias)
-    x, weight, bias = a["input"], a["weight"], a["bias"]
+                                  weight=weight, bias=bias, residual=residual)
+    x, weight, bias, residual = a["input"], a["weight"], a["bias"], a["residual"]
     rm, rv = a["running_mean"], a["running_var"]
     if x.ndim < 2:
         raise ValueError(f"{op}: input must be at least 2-D (N, C, *), got shape {tuple(x.shape)}")
@@ -51,17 +55,26 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, 
         c.shape(op, "weight", weight, (ch,))
     if bias is not None:
         c.shape(op, "bias", bias, (ch,))
+    if activation not in (None, "relu"):
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    if residual is not None:
+        c.shape(op, "residual", residual, tuple(x.shape))
     count = int(np.prod(x.shape, dtype=np.int64)) // max(ch, 1)
     if training and count == 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}")
     out, mean, invstd = c.dispatch(op, backend, on_device).batch_norm(
-        x, rm, rv, weight, bias, training, momentum, eps)
+        x, rm, rv, weight, bias, training, momentum, eps, activation, residual)
     return (out, mean, invstd) if return_stats else out
 
 
 def batch_norm_backward(grad_output: Any, x: Any, weight: Any, mean: Any, invstd: Any, training: bool = True,
                         output_mask: tuple = (True, True, True), *, backend: Optional[str] = None):
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of :func:`batch_norm`.
+
+    ``grad_output`` is the gradient of the normalized output before any fused
+    activation or residual: with ``activation="relu"`` apply
+    :func:`relu_backward` (with the fused output) first; the residual's
+    gradient is that same relu-masked gradient.
 
     ``mean`` and ``invstd`` are what ``batch_norm(..., return_stats=True)``
     returned; with ``training=False`` the statistics are constants.

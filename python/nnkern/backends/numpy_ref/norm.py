@@ -11,7 +11,8 @@ def _axes(x):
     return axes, bshape
 
 
-def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, residual):
+    """``act(batch_norm(x) + residual)``; activation None or "relu", residual of x's shape or None."""
     axes, bshape = _axes(x)
     count = x.size // max(x.shape[1], 1)
     if training and count == 0:
@@ -46,6 +47,10 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, e
     out = centered * scale.reshape(bshape)
     if bias is not None:
         out += bias.reshape(bshape)
+    if residual is not None:
+        out += residual
+    if activation == "relu":
+        np.maximum(out, 0, out=out)  # NaN propagates, as torch.relu
     return out, mean, invstd
 
 
