@@ -423,6 +423,17 @@ def test_fusion_is_used_and_can_be_switched_off(rng, monkeypatch):
     x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
     model(x)
     assert calls.count(("relu", False)) == 3 and calls.count(("relu", True)) == 2 and calls.count((None, False)) == 1
+    bn_calls = []
+    real_bn = layers.F.batch_norm
+
+    def spy_bn(*args, **kwargs):
+        bn_calls.append((kwargs.get("activation"), kwargs.get("residual") is not None))
+        return real_bn(*args, **kwargs)
+
+    monkeypatch.setattr(layers.F, "batch_norm", spy_bn)
+    models.ResNet(5, 3, (8, 12), seed=1)(x)
+    # stem BN+ReLU, first BN+ReLU of each block, last BN + skip + ReLU of each block, the projection's BN alone
+    assert sorted(bn_calls, key=str) == sorted([("relu", False)] * 3 + [("relu", True)] * 2 + [(None, False)], key=str)
     assert nnkern.nn.fusion_enabled()
     calls.clear()
     with nn.fusion(False):

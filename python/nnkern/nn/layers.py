@@ -209,6 +209,15 @@ class _BatchNorm(Module):
             self.register_buffer("num_batches_tracked", None)
 
     def forward(self, x: Any) -> Any:
+        return self._forward(x, None, None)
+
+    def _fusable(self, with_residual: bool) -> bool:
+        return True
+
+    def _forward_fused(self, x: Any, residual: Any = None) -> Any:
+        return self._forward(x, "relu", residual)
+
+    def _forward(self, x: Any, activation: Optional[str], residual: Any) -> Any:
         if np.ndim(x) not in self._ranks:
             raise ValueError(f"{type(self).__name__}: expected a {' or '.join(f'{r}-D' for r in self._ranks)} "
                              f"input, got shape {tuple(np.shape(x))}")
@@ -220,7 +229,8 @@ class _BatchNorm(Module):
                 momentum = 1.0 / float(self.num_batches_tracked)
         running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
         out, mean, invstd = F.batch_norm(x, running[0], running[1], as_optional(self.weight), as_optional(self.bias),
-                                         use_batch_stats, momentum, self.eps, return_stats=True)
+                                         use_batch_stats, momentum, self.eps, activation=activation,
+                                         residual=residual, return_stats=True)
         self._save(x=x, mean=mean, invstd=invstd, training=use_batch_stats)
         return out
 
