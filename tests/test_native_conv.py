@@ -1,9 +1,11 @@
 """Native conv2d / conv2d_backward (csrc/conv/) under every kernel family, at the contract level.
 
-Shapes are picked to reach each path and its edges: 1x1 as a GEMM on NCHW (and 1x1 with stride, which is
-not), im2col tiles inside one image and tiles spanning images, several tiles per image, one input channel
-per group (depthwise and channel multipliers: the direct row kernels) with output rows around the vector
-widths (8, 16), strides 1/2/3, dilation, asymmetric padding, and the fused epilogue. Results are compared
+Shapes are picked to reach each path and its edges: Winograd F(4x4, 3x3) (float32, AVX-512: partial
+tiles, no/asymmetric padding, rows of more than 16 tiles, several tile blocks; grad_input as a Winograd
+conv when padding <= 2), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
+one image and tiles spanning images, several tiles per image, one input channel per group (depthwise and
+channel multipliers: the direct row kernels) with output rows around the vector widths (8, 16), strides
+1/2/3, dilation, asymmetric padding, and the fused epilogue. Results are compared
 with the float64 NumPy reference; thread counts 1 and 2 and reruns must give identical bits.
 """
 import numpy as np
@@ -35,6 +37,14 @@ CASES = {
     "depthwise s3 width 1": (2, 3, 7, 1, 3, 3, 1, (3, 1), (1, 1, 0, 0), (1, 1), 3),
     "channel multiplier s2": (2, 3, 10, 8, 9, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), 3),
     "one input channel (LeNet)": (5, 1, 12, 16, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "winograd odd sizes, C/O not /16": (2, 20, 13, 11, 18, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "winograd unpadded, batch 1": (1, 16, 9, 22, 17, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "winograd asymmetric padding": (3, 24, 7, 7, 32, 3, 3, (1, 1), (2, 0, 0, 2), (1, 1), 1),
+    "winograd rows over 16 tiles": (1, 16, 6, 70, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "winograd many channels": (2, 130, 10, 9, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "winograd padding 2 (grad_input unpadded)": (2, 16, 8, 9, 20, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1),
+    "winograd padding 3 (grad_input by col2im)": (1, 16, 5, 6, 16, 3, 3, (1, 1), (3, 1, 3, 0), (1, 1), 1),
+    "winograd several blocks": (2, 64, 40, 38, 48, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch depthwise": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
 }
@@ -103,7 +113,7 @@ def test_against_reference(isa, dtype, case):
 
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
-                                  "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2"])
+                                  "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2"])
 def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
     threads(1)

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "conv/dwconv.h"
+#include "conv/winograd_op.h"
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
 #include "core/workspace.h"
@@ -542,11 +544,24 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
     return;
   }
   if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
-  if (gx != nullptr) grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
+  if (gx == nullptr) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_grad_input_applies(pl.g)) {
+      conv2d_winograd_grad_input(pl.g, go.as<float>(), w.as<float>(), gx->as<float>());
+      return;
+    }
+  }
+  grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
 }
 
 template <class T>
 void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_applies(pl.g)) {
+      conv2d_winograd(pl.g, x, w, bias, residual, relu, out);
+      return;
+    }
+  }
   if (pl.cg == 1) {
     dwconv_forward(pl, x, w, bias, residual, relu, out);
   } else {

@@ -1,6 +1,8 @@
 // conv2d forward and backward (NCHW), the operator layer: picks an algorithm
 // per shape and splits the work over the thread pool.
 //
+//  - float32 3x3, stride 1, enough channels, AVX-512: Winograd F(4x4, 3x3)
+//    (winograd_op.h); also grad_input of such convs (padding <= 2).
 //  - 1x1, stride 1, no padding: a GEMM straight on the NCHW planes.
 //  - one input channel per group (depthwise, or a channel multiplier): direct
 //    kernels along the output row (dwconv.h).

@@ -1,0 +1,167 @@
+#include "conv/winograd_op.h"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "conv/winograd.h"
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "core/workspace.h"
+#include "gemm/gemm.h"
+
+namespace nnkern::ops {
+namespace {
+
+using std::ptrdiff_t;
+using std::size_t;
+
+constexpr size_t kXi = 36;  // products per tile: the 6x6 transformed tile
+// A block's transformed inputs and products (36 x (C + O) floats per tile)
+// take about this much, so that they stay in one core's 2 MiB L2 between the
+// transforms and the GEMMs.
+constexpr size_t kBlockBytes = size_t{3} << 19;
+// The transformed filters (36 x O x C floats) live in scratch for the call:
+// bounded so that huge layers take im2col instead of 4x their weights in
+// memory. (Winograd measured faster than im2col up to 512 -> 512, C7.)
+constexpr size_t kMaxFilterBytes = size_t{64} << 20;
+// Columns of the GEMM's B panels (f32 AVX-512 micro-kernel: 14 x 32).
+constexpr size_t kPanel = 32;
+
+size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+// Null where the AVX-512 family is not compiled (winograd_applies is false there).
+const auto kFilter = NNKERN_X86_ONLY(conv::f32_wino43_filter_avx512);
+const auto kInput = NNKERN_X86_ONLY(conv::f32_wino43_input_avx512);
+const auto kOutput = NNKERN_X86_ONLY(conv::f32_wino43_output_avx512);
+
+}  // namespace
+
+bool winograd_applies(const ConvGeometry& g) {
+  if (active_isa() != Isa::avx512) return false;
+  if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return false;
+  if (g.n == 0 || g.oh == 0 || g.ow == 0) return false;
+  return g.c >= 16 && g.o >= 16 && kXi * g.c * g.o * sizeof(float) <= kMaxFilterBytes;
+}
+
+void conv2d_winograd(const ConvGeometry& g, const float* x, const float* w, const float* bias,
+                     const float* residual, bool relu, float* out) {
+  const size_t tw = ceil_div(g.ow, 4), th = ceil_div(g.oh, 4), tile_rows = g.n * th;
+  const size_t threads = static_cast<size_t>(get_num_threads());
+
+  // Filters: U[xi] (O x C, row-major) holds G g G^T of filter (o, c) at o * C + c.
+  const size_t nf = g.o * g.c;
+  ScratchBuffer u_buf = acquire_scratch(kXi * nf * sizeof(float));
+  float* const u = u_buf.as<float>();
+  constexpr size_t kFiltersPerTask = 1024;
+  parallel_for(ceil_div(nf, kFiltersPerTask), [&](size_t first, size_t last) {
+    const size_t p0 = first * kFiltersPerTask, p1 = std::min(nf, last * kFiltersPerTask);
+    kFilter(w + p0 * 9, p1 - p0, u + p0, nf);
+  });
+
+  // Blocks of consecutive tiles (cutting across tile rows and images), a
+  // multiple of the GEMM's 32-column panels so that no panel runs half empty.
+  const size_t tiles_total = tile_rows * tw;
+  const size_t tile_bytes = kXi * (g.c + g.o) * sizeof(float);
+  const size_t block_cap = std::max<size_t>(kPanel, kBlockBytes / tile_bytes / kPanel * kPanel);
+  const size_t per_thread = ceil_div(ceil_div(tiles_total, threads), kPanel) * kPanel;
+  const size_t block_tiles = std::min(block_cap, per_thread);
+  const size_t n_blocks = ceil_div(tiles_total, block_tiles);
+  const size_t scratch_floats = kXi * (g.c + g.o) * block_tiles;
+  const auto h = static_cast<ptrdiff_t>(g.h), pt = static_cast<ptrdiff_t>(g.pt);
+
+  // One block: input transform, 36 GEMMs, output transform, in scratch v.
+  const auto run_block = [&](size_t blk, float* v) {
+    const size_t b0 = blk * block_tiles, b1 = std::min(tiles_total, b0 + block_tiles), tiles = b1 - b0;
+    float* const m = v + kXi * g.c * tiles;
+    // input transform: V[xi] (C x tiles), one segment of a tile row at a time
+    for (size_t s = b0; s < b1;) {
+      const size_t q = s / tw, tx0 = s % tw, nt = std::min(tw - tx0, b1 - s);
+      const size_t n = q / th, ty = q % th;
+      for (size_t c = 0; c < g.c; ++c) {
+        const float* plane = x + (n * g.c + c) * g.h * g.w;
+        const float* rows[6];
+        for (size_t r = 0; r < 6; ++r) {
+          const ptrdiff_t iy = static_cast<ptrdiff_t>(4 * ty + r) - pt;
+          rows[r] = iy < 0 || iy >= h ? nullptr : plane + static_cast<size_t>(iy) * g.w;
+        }
+        kInput(rows, static_cast<ptrdiff_t>(4 * tx0) - static_cast<ptrdiff_t>(g.pl), g.w, nt, v + c * tiles + (s - b0),
+               g.c * tiles);
+      }
+      s += nt;
+    }
+    // M[xi] (O x tiles) = U[xi] (O x C) V[xi] (C x tiles)
+    for (size_t xi = 0; xi < kXi; ++xi) {
+      gemm::GemmArgs<float> a;
+      a.m = g.o;
+      a.n = tiles;
+      a.k = g.c;
+      a.a = gemm::row_major(u + xi * nf, g.c);
+      a.b = gemm::row_major(v + xi * g.c * tiles, tiles);
+      a.c = m + xi * g.o * tiles;
+      a.ldc = tiles;
+      gemm::gemm(a);
+    }
+    // output transform + epilogue
+    for (size_t s = b0; s < b1;) {
+      const size_t q = s / tw, tx0 = s % tw, nt = std::min(tw - tx0, b1 - s);
+      const size_t n = q / th, ty = q % th;
+      const size_t nrows = std::min<size_t>(4, g.oh - 4 * ty), cols = std::min(g.ow - 4 * tx0, 4 * nt);
+      for (size_t o = 0; o < g.o; ++o) {
+        const size_t at = ((n * g.o + o) * g.oh + 4 * ty) * g.ow + 4 * tx0;
+        kOutput(m + o * tiles + (s - b0), g.o * tiles, nt, nrows, cols, bias != nullptr ? bias[o] : 0.0f,
+                residual != nullptr ? residual + at : nullptr, relu, out + at, g.ow);
+      }
+      s += nt;
+    }
+  };
+  // Enough blocks for every thread: one thread per block, its GEMMs inline.
+  // Otherwise the blocks run here one by one, each GEMM over every thread.
+  if (n_blocks >= threads) {
+    parallel_for(n_blocks, [&](size_t first, size_t last) {
+      ScratchBuffer scratch = acquire_scratch(scratch_floats * sizeof(float));
+      for (size_t blk = first; blk < last; ++blk) run_block(blk, scratch.as<float>());
+    });
+  } else {
+    ScratchBuffer scratch = acquire_scratch(scratch_floats * sizeof(float));
+    for (size_t blk = 0; blk < n_blocks; ++blk) run_block(blk, scratch.as<float>());
+  }
+}
+
+}  // namespace nnkern::ops
+
+namespace nnkern::ops {
+
+bool winograd_grad_input_applies(const ConvGeometry& g) {
+  return g.pt <= 2 && g.pl <= 2 && winograd_applies(grad_input_geometry(g));
+}
+
+ConvGeometry grad_input_geometry(const ConvGeometry& g) {
+  ConvGeometry b = g;
+  b.c = g.o;
+  b.h = g.oh;
+  b.w = g.ow;
+  b.o = g.c;
+  b.oh = g.h;
+  b.ow = g.w;
+  b.pt = 2 - std::min<size_t>(g.pt, 2);
+  b.pl = 2 - std::min<size_t>(g.pl, 2);
+  return b;
+}
+
+void conv2d_winograd_grad_input(const ConvGeometry& g, const float* grad_output, const float* w, float* grad_input) {
+  // w'[c][o] = w[o][c] rotated by 180 degrees
+  ScratchBuffer wt_buf = acquire_scratch(g.o * g.c * 9 * sizeof(float));
+  float* const wt = wt_buf.as<float>();
+  parallel_for(g.c, [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; ++c) {
+      for (size_t o = 0; o < g.o; ++o) {
+        const float* src = w + (o * g.c + c) * 9;
+        float* dst = wt + (c * g.o + o) * 9;
+        for (size_t k = 0; k < 9; ++k) dst[k] = src[8 - k];
+      }
+    }
+  });
+  conv2d_winograd(grad_input_geometry(g), grad_output, wt, nullptr, nullptr, false, grad_input);
+}
+
+}  // namespace nnkern::ops
