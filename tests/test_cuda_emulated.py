@@ -1,0 +1,100 @@
+"""Every CUDA kernel, forward and backward, run by the CPU emulator of csrc/cuda/launch.h.
+
+The test-only backend ``cuda_emulated`` runs the CUDA backend's own Python
+(backends/cuda_ops.py) and the very kernel source of nnkern._cuda, compiled
+for the host; each registry sample is checked by test_ops' own comparison
+against the float64 NumPy reference, with the cpu backend's tolerances.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnkern as nk
+from nnkern import backends
+from op_registry import OPS
+import test_ops
+
+BACKEND = "cuda_emulated"
+
+CASES = [pytest.param(op, i, dt, id=f"{op.name}-{s.desc}-{np.dtype(dt).name}")
+         for op in OPS if backends.has_op(BACKEND, op.name)
+         for i, s in enumerate(op.samples(np.random.default_rng(0)))
+         for dt in test_ops.DTYPES]
+
+
+@pytest.mark.parametrize("op,index,dtype", CASES)
+def test_against_reference(op, index, dtype):
+    test_ops.test_against_reference(op, index, BACKEND, dtype)
+
+
+def test_backward_ops_registered_with_forward():
+    """Each op the CUDA backend has comes with its backward."""
+    have = backends.get(BACKEND).NATIVE_OPS
+    for op in OPS:
+        if op.name in have and op.backward_op:
+            assert op.backward_op in have, op.name
+
+
+def test_same_ops_as_cuda_backend():
+    cuda = backends.get("cuda")
+    if cuda.compiled():
+        assert cuda.NATIVE_OPS == backends.get(BACKEND).NATIVE_OPS
+    else:
+        assert cuda.NATIVE_OPS == frozenset()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 1000])
+def test_activations_partial_blocks(n, dtype, rng):
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    for name in ("relu", "sigmoid", "tanh"):
+        y = getattr(nk, name)(x, backend=BACKEND)
+        ref = getattr(nk, name)(x.astype(np.float64), backend="numpy")
+        assert np.abs(y - ref).max() <= 4 * np.finfo(dtype).eps, name
+        gx = getattr(nk, name + "_backward")(g, y, backend=BACKEND)
+        assert np.array_equal(gx, getattr(nk, name + "_backward")(g, y, backend="numpy")) or \
+            np.abs(gx - getattr(nk, name + "_backward")(g, y, backend="numpy")).max() <= 4 * np.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**63 + 5])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_mask_equals_numpy(seed, p, rng):
+    x = rng.standard_normal((7, 131)).astype(np.float32)
+    _, mask = nk.dropout(x, p, seed=seed, return_mask=True, backend=BACKEND)
+    _, ref = nk.dropout(x, p, seed=seed, return_mask=True, backend="numpy")
+    assert mask.dtype == np.bool_ and np.array_equal(mask, ref)
+
+
+@pytest.mark.parametrize("d", [1, 127, 128, 129, 300])
+def test_softmax_rows_longer_than_a_block(d, rng):
+    x = (rng.standard_normal((3, d, 2)) * 4).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    for name in ("softmax", "log_softmax"):
+        y = getattr(nk, name)(x, 1, backend=BACKEND)
+        ref = getattr(nk, name)(x.astype(np.float64), 1, backend="numpy")
+        assert np.linalg.norm(y - ref) <= 1e-6 * np.linalg.norm(ref)
+        gx = getattr(nk, name + "_backward")(g, y, 1, backend=BACKEND)
+        gref = getattr(nk, name + "_backward")(g.astype(np.float64), y.astype(np.float64), 1, backend="numpy")
+        assert np.linalg.norm(gx - gref) <= 1e-5 * np.linalg.norm(gref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_backward_extended_precision(dtype, rng):
+    test_ops.test_softmax_backward_extended_precision(BACKEND, dtype, rng)
+
+
+def test_bit_identical_reruns(rng):
+    x = rng.standard_normal((5, 300)).astype(np.float32)
+    t = rng.integers(0, 300, 5)
+    a = [nk.cross_entropy(x, t, backend=BACKEND), nk.softmax(x, 1, backend=BACKEND)]
+    b = [nk.cross_entropy(x, t, backend=BACKEND), nk.softmax(x, 1, backend=BACKEND)]
+    for u, v in zip(a, b):
+        assert np.array_equal(u, v)
+
+
+def test_not_advertised():
+    assert "cuda_emulated" not in nk._config.BACKENDS
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'cpu', 'cuda', 'numpy', got 'gpu'"):
+        nk.relu(np.ones(3), backend="gpu")
