@@ -7,7 +7,7 @@
 // NNK_SHARED memory is one buffer per block. So the very same kernel source
 // (kernels/*.cuh) runs on a GPU and, in the test suite, on a machine without one.
 //
-// Kernels use only what is here: thread/block indices and sizes (x and y),
+// Kernels use only what is here: thread/block indices and sizes (x and y; block z),
 // NNK_SHARED arrays declared at the top of the kernel (before any branch, so
 // every thread declares them in the same order), nnk_sync() reached by every
 // thread of the block the same number of times (the emulator reports anything
@@ -48,6 +48,7 @@ NNK_DEVICE unsigned thread_x() { return threadIdx.x; }
 NNK_DEVICE unsigned thread_y() { return threadIdx.y; }
 NNK_DEVICE unsigned block_x() { return blockIdx.x; }
 NNK_DEVICE unsigned block_y() { return blockIdx.y; }
+NNK_DEVICE unsigned block_z() { return blockIdx.z; }
 NNK_DEVICE unsigned block_dim_x() { return blockDim.x; }
 NNK_DEVICE unsigned block_dim_y() { return blockDim.y; }
 NNK_DEVICE unsigned grid_dim_x() { return gridDim.x; }
@@ -59,6 +60,7 @@ NNK_DEVICE unsigned thread_x() { return emu::current().thread.x; }
 NNK_DEVICE unsigned thread_y() { return emu::current().thread.y; }
 NNK_DEVICE unsigned block_x() { return emu::current().block.x; }
 NNK_DEVICE unsigned block_y() { return emu::current().block.y; }
+NNK_DEVICE unsigned block_z() { return emu::current().block.z; }
 NNK_DEVICE unsigned block_dim_x() { return emu::current().block_dim.x; }
 NNK_DEVICE unsigned block_dim_y() { return emu::current().block_dim.y; }
 NNK_DEVICE unsigned grid_dim_x() { return emu::current().grid_dim.x; }

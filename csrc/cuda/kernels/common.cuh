@@ -15,6 +15,19 @@ NNK_DEVICE std::int64_t grid_threads() {
   return std::int64_t(grid_dim_x()) * block_dim_x();
 }
 
+// The output positions o of a window (kernel k, stride s, low padding p,
+// dilation d) whose tap i lands on input position pos (o * s - p + i * d == pos),
+// visited in increasing o through f(o, i): what a gathering backward sums over.
+template <class F>
+NNK_DEVICE void windows_holding(std::int64_t pos, std::int64_t out, int k, int s, int p, int d, F&& f) {
+  for (int i = k - 1; i >= 0; --i) {
+    const std::int64_t t = pos + p - std::int64_t(i) * d;
+    if (t < 0 || t % s != 0) continue;
+    const std::int64_t o = t / s;
+    if (o < out) f(o, i);
+  }
+}
+
 struct SumOp {
   template <class A>
   NNK_DEVICE A operator()(A a, A b) const {
