@@ -37,6 +37,12 @@ inline void bind_ops(pybind11::module_& m) {
   m.def("depthwise", &depthwise);
   m.def("depthwise_backward_input", &depthwise_backward_input);
   m.def("depthwise_backward_weight", &depthwise_backward_weight);
+  m.def("lstm_step", &lstm_step);
+  m.def("lstm_step_backward", &lstm_step_backward);
+  m.def("gru_step", &gru_step);
+  m.def("gru_step_backward", &gru_step_backward);
+  m.def("rnn_step", &rnn_step);
+  m.def("rnn_step_backward", &rnn_step_backward);
 }
 
 }  // namespace nnkern::cuda_ops

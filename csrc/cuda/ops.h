@@ -72,4 +72,19 @@ void depthwise(bool f64, Ptr x, Ptr w, Ptr bias, Ptr residual, Ptr y, const Geom
 void depthwise_backward_input(bool f64, Ptr g, Ptr w, Ptr gx, const Geom& conv, int mult, Ptr stream);
 void depthwise_backward_weight(bool f64, Ptr g, Ptr x, Ptr gw, const Geom& conv, int mult, Ptr stream);
 
+
+// Recurrent steps over (n, hid) states (see kernels/rnn.cuh); pointers may be 0 where the kernel says so.
+void lstm_step(bool f64, Ptr gates, Ptr c_prev, Ptr c_next, Ptr tanh_c, Ptr h_out, std::int64_t ld_out, Ptr h_next,
+               std::int64_t n, std::int64_t hid, Ptr stream);
+void lstm_step_backward(bool f64, Ptr dh_out, std::int64_t ld_out, Ptr dh_carry, Ptr dc, Ptr gates, Ptr c_prev,
+                        Ptr tanh_c, Ptr d_pre, Ptr dc_prev, std::int64_t n, std::int64_t hid, Ptr stream);
+void gru_step(bool f64, Ptr gi, Ptr gh, Ptr h_prev, Ptr ghn, Ptr h_out, std::int64_t ld_out, Ptr h_next,
+              std::int64_t n, std::int64_t hid, Ptr stream);
+void gru_step_backward(bool f64, Ptr dh_out, std::int64_t ld_out, Ptr dh_carry, Ptr gates, Ptr ghn, Ptr h_prev,
+                       Ptr d_gi, Ptr d_gh, Ptr dh_direct, std::int64_t n, std::int64_t hid, Ptr stream);
+void rnn_step(bool f64, Ptr pre, Ptr h_out, std::int64_t ld_out, Ptr h_next, std::int64_t n, std::int64_t hid,
+              bool relu, Ptr stream);
+void rnn_step_backward(bool f64, Ptr dh_out, std::int64_t ld_out, Ptr dh_carry, Ptr h, std::int64_t ld_h, Ptr d_pre,
+                       std::int64_t n, std::int64_t hid, bool relu, Ptr stream);
+
 }  // namespace nnkern::cuda_ops

@@ -7,6 +7,7 @@
 #include "cuda/kernels/norm.cuh"
 #include "cuda/kernels/pointwise.cuh"
 #include "cuda/kernels/pool.cuh"
+#include "cuda/kernels/rnn.cuh"
 #include "cuda/kernels/selftest.cuh"
 #include "cuda/launch.h"
 #include "cuda/ops.h"
@@ -291,6 +292,63 @@ void depthwise_backward_weight(bool f64, Ptr gy, Ptr x, Ptr gw, const Geom& conv
     using T = decltype(z);
     launch(nnk::depthwise_backward_weight_kernel<T>, {unsigned(g.c * mult * g.kh * g.kw)}, {nnk::kWeightThreads},
            stream, at<const T>(gy), at<const T>(x), at<T>(gw), g, mult);
+  });
+}
+
+
+void lstm_step(bool f64, Ptr gates, Ptr c_prev, Ptr c_next, Ptr tanh_c, Ptr h_out, std::int64_t ld_out, Ptr h_next,
+               std::int64_t n, std::int64_t hid, Ptr stream) {
+  by_dtype(f64, [&](auto z) {
+    using T = decltype(z);
+    launch(nnk::lstm_step_kernel<T>, flat_grid(n * hid), {kThreads}, stream, at<T>(gates), at<const T>(c_prev),
+           at<T>(c_next), at<T>(tanh_c), at<T>(h_out), ld_out, at<T>(h_next), n, hid);
+  });
+}
+
+void lstm_step_backward(bool f64, Ptr dh_out, std::int64_t ld_out, Ptr dh_carry, Ptr dc, Ptr gates, Ptr c_prev,
+                        Ptr tanh_c, Ptr d_pre, Ptr dc_prev, std::int64_t n, std::int64_t hid, Ptr stream) {
+  by_dtype(f64, [&](auto z) {
+    using T = decltype(z);
+    launch(nnk::lstm_step_backward_kernel<T>, flat_grid(n * hid), {kThreads}, stream, at<const T>(dh_out), ld_out,
+           at<const T>(dh_carry), at<const T>(dc), at<const T>(gates), at<const T>(c_prev), at<const T>(tanh_c),
+           at<T>(d_pre), at<T>(dc_prev), n, hid);
+  });
+}
+
+void gru_step(bool f64, Ptr gi, Ptr gh, Ptr h_prev, Ptr ghn, Ptr h_out, std::int64_t ld_out, Ptr h_next,
+              std::int64_t n, std::int64_t hid, Ptr stream) {
+  by_dtype(f64, [&](auto z) {
+    using T = decltype(z);
+    launch(nnk::gru_step_kernel<T>, flat_grid(n * hid), {kThreads}, stream, at<T>(gi), at<const T>(gh),
+           at<const T>(h_prev), at<T>(ghn), at<T>(h_out), ld_out, at<T>(h_next), n, hid);
+  });
+}
+
+void gru_step_backward(bool f64, Ptr dh_out, std::int64_t ld_out, Ptr dh_carry, Ptr gates, Ptr ghn, Ptr h_prev,
+                       Ptr d_gi, Ptr d_gh, Ptr dh_direct, std::int64_t n, std::int64_t hid, Ptr stream) {
+  by_dtype(f64, [&](auto z) {
+    using T = decltype(z);
+    launch(nnk::gru_step_backward_kernel<T>, flat_grid(n * hid), {kThreads}, stream, at<const T>(dh_out), ld_out,
+           at<const T>(dh_carry), at<const T>(gates), at<const T>(ghn), at<const T>(h_prev), at<T>(d_gi),
+           at<T>(d_gh), at<T>(dh_direct), n, hid);
+  });
+}
+
+void rnn_step(bool f64, Ptr pre, Ptr h_out, std::int64_t ld_out, Ptr h_next, std::int64_t n, std::int64_t hid,
+              bool relu, Ptr stream) {
+  by_dtype(f64, [&](auto z) {
+    using T = decltype(z);
+    launch(nnk::rnn_step_kernel<T>, flat_grid(n * hid), {kThreads}, stream, at<const T>(pre), at<T>(h_out), ld_out,
+           at<T>(h_next), n, hid, relu);
+  });
+}
+
+void rnn_step_backward(bool f64, Ptr dh_out, std::int64_t ld_out, Ptr dh_carry, Ptr h, std::int64_t ld_h, Ptr d_pre,
+                       std::int64_t n, std::int64_t hid, bool relu, Ptr stream) {
+  by_dtype(f64, [&](auto z) {
+    using T = decltype(z);
+    launch(nnk::rnn_step_backward_kernel<T>, flat_grid(n * hid), {kThreads}, stream, at<const T>(dh_out), ld_out,
+           at<const T>(dh_carry), at<const T>(h), ld_h, at<T>(d_pre), n, hid, relu);
   });
 }
 

@@ -14,11 +14,11 @@ except ImportError:
     _native = None
 
 from ._device import cupy_device  # noqa: E402
-from .cuda_ops import make_ops  # noqa: E402
+from .cuda_ops import make_ops, native_op_names  # noqa: E402
 
 _OPS = make_ops(cupy_device(_native))
 #: The backend-contract ops the CUDA kernels implement (none when nnkern._cuda was not built).
-NATIVE_OPS: frozenset = frozenset(_OPS) if _native is not None else frozenset()
+NATIVE_OPS: frozenset = native_op_names(_OPS) if _native is not None else frozenset()
 globals().update(_OPS)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from .. import _cuda_emu
 from ._device import emulated_device
-from .cuda_ops import make_ops
+from .cuda_ops import make_ops, native_op_names
 
 _OPS = make_ops(emulated_device(_cuda_emu))
 #: The contract ops the CUDA kernels implement (the same set as ``backends.cuda``).
-NATIVE_OPS = frozenset(_OPS)
+NATIVE_OPS = native_op_names(_OPS)
 globals().update(_OPS)

@@ -16,7 +16,9 @@ from typing import Callable
 import numpy as np
 
 from .._shapes import conv_output_size, pool_output_size
+from ._cuda_common import at as _at, f64, gemm as _gemm
 from ._device import Device
+from .cuda_rnn import add_rnn_ops
 from .numpy_ref.counter_rng import key as _rng_key, threshold as _rng_threshold
 
 _ACTIVATIONS = {"relu": 0, "sigmoid": 1, "tanh": 2}
@@ -27,12 +29,18 @@ def _split(shape, dim):
     return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
 
 
+# the sequence functions of the contract serve three functional ops each
+_SEQUENCE_OPS = {"rnn_seq": ("lstm", "gru", "rnn"), "rnn_seq_backward": ("lstm_backward", "gru_backward", "rnn_backward")}
+
+
+def native_op_names(ops: dict) -> frozenset:
+    """The functional op names (``NATIVE_OPS``) that the contract functions ``ops`` run."""
+    return frozenset(name for k in ops for name in _SEQUENCE_OPS.get(k, (k,)))
+
+
 def make_ops(dev: Device) -> dict[str, Callable]:
     lib, ptr, stream = dev.native, dev.ptr, dev.stream
     c, empty = dev.contiguous, dev.empty
-
-    def f64(a) -> bool:
-        return a.dtype == np.float64
 
     ops: dict[str, Callable] = {}
 
@@ -109,16 +117,8 @@ def make_ops(dev: Device) -> dict[str, Callable]:
     _pool_ops(dev, ops)
     _norm_ops(dev, ops)
     _gemm_ops(dev, ops)
+    add_rnn_ops(dev, ops)
     return ops
-
-
-def _f64(a) -> bool:
-    return a.dtype == np.float64
-
-
-def _at(dev: Device, a, elements: int = 0) -> int:
-    """The address of element ``elements`` of C-contiguous ``a`` (0 for None)."""
-    return 0 if a is None else dev.ptr(a) + elements * a.itemsize
 
 
 def _pool_ops(dev: Device, ops: dict) -> None:
@@ -139,14 +139,14 @@ def _pool_ops(dev: Device, ops: dict) -> None:
         hw = out_hw(x, kernel, stride, padding, dilation, ceil_mode)
         y = empty(x.shape[:2] + hw, x.dtype)
         idx = empty(x.shape[:2] + hw, np.int64)
-        lib.max_pool(_f64(x), _at(dev, x), _at(dev, y), _at(dev, idx), planes(x),
+        lib.max_pool(f64(x), _at(dev, x), _at(dev, y), _at(dev, idx), planes(x),
                      geom(x, hw, kernel, stride, padding, dilation), stream())
         return y, idx
 
     def max_pool2d_backward(grad_output, x, indices, kernel, stride, padding, dilation, ceil_mode):
         g, idx = c(grad_output), c(indices)
         gx = empty(x.shape, g.dtype)
-        lib.max_pool_backward(_f64(g), _at(dev, g), _at(dev, idx), _at(dev, gx), planes(x),
+        lib.max_pool_backward(f64(g), _at(dev, g), _at(dev, idx), _at(dev, gx), planes(x),
                               geom(x, g.shape[2:], kernel, stride, padding, dilation), stream())
         return gx
 
@@ -154,27 +154,27 @@ def _pool_ops(dev: Device, ops: dict) -> None:
         x = c(x)
         hw = out_hw(x, kernel, stride, padding, (1, 1), ceil_mode)
         y = empty(x.shape[:2] + hw, x.dtype)
-        lib.avg_pool(_f64(x), _at(dev, x), _at(dev, y), planes(x), geom(x, hw, kernel, stride, padding, (1, 1)),
+        lib.avg_pool(f64(x), _at(dev, x), _at(dev, y), planes(x), geom(x, hw, kernel, stride, padding, (1, 1)),
                      count_include_pad, stream())
         return y
 
     def avg_pool2d_backward(grad_output, x, kernel, stride, padding, ceil_mode, count_include_pad):
         g = c(grad_output)
         gx = empty(x.shape, g.dtype)
-        lib.avg_pool_backward(_f64(g), _at(dev, g), _at(dev, gx), planes(x),
+        lib.avg_pool_backward(f64(g), _at(dev, g), _at(dev, gx), planes(x),
                               geom(x, g.shape[2:], kernel, stride, padding, (1, 1)), count_include_pad, stream())
         return gx
 
     def adaptive_avg_pool2d(x, output_size):
         x = c(x)
         y = empty(x.shape[:2] + tuple(output_size), x.dtype)
-        lib.adaptive_avg_pool(_f64(x), _at(dev, x), _at(dev, y), planes(x), [*x.shape[2:], *output_size], stream())
+        lib.adaptive_avg_pool(f64(x), _at(dev, x), _at(dev, y), planes(x), [*x.shape[2:], *output_size], stream())
         return y
 
     def adaptive_avg_pool2d_backward(grad_output, x):
         g = c(grad_output)
         gx = empty(x.shape, g.dtype)
-        lib.adaptive_avg_pool_backward(_f64(g), _at(dev, g), _at(dev, gx), planes(x), [*x.shape[2:], *g.shape[2:]],
+        lib.adaptive_avg_pool_backward(f64(g), _at(dev, g), _at(dev, gx), planes(x), [*x.shape[2:], *g.shape[2:]],
                                        stream())
         return gx
 
@@ -202,7 +202,7 @@ def _norm_ops(dev: Device, ops: dict) -> None:
             # the kernel updates running statistics in place: give it contiguous ones, copy back if it had to
             rm = None if running_mean is None else c(running_mean)
             rv = None if running_var is None else c(running_var)
-            lib.bn_stats(_f64(x), _at(dev, x), _at(dev, shift_mean), _at(dev, mean), _at(dev, invstd),
+            lib.bn_stats(f64(x), _at(dev, x), _at(dev, shift_mean), _at(dev, mean), _at(dev, invstd),
                          _at(dev, rm), _at(dev, rv), n, ch, s, momentum, eps, stream())
             if rm is not None and rm is not running_mean:
                 running_mean[...] = rm
@@ -210,10 +210,10 @@ def _norm_ops(dev: Device, ops: dict) -> None:
                 running_var[...] = rv
         else:
             rm, rv = c(running_mean), c(running_var)
-            lib.bn_eval_stats(_f64(x), _at(dev, rm), _at(dev, rv), _at(dev, shift_mean), _at(dev, mean),
+            lib.bn_eval_stats(f64(x), _at(dev, rm), _at(dev, rv), _at(dev, shift_mean), _at(dev, mean),
                               _at(dev, invstd), ch, eps, stream())
         y = empty(x.shape, x.dtype)
-        lib.bn_output(_f64(x), _at(dev, x), _at(dev, shift_mean), _at(dev, invstd), _at(dev, w), _at(dev, b),
+        lib.bn_output(f64(x), _at(dev, x), _at(dev, shift_mean), _at(dev, invstd), _at(dev, w), _at(dev, b),
                       _at(dev, y), n, ch, s, stream())
         return y, mean, invstd
 
@@ -222,12 +222,12 @@ def _norm_ops(dev: Device, ops: dict) -> None:
         w = None if weight is None else c(weight)
         n, ch, s = _ncs(x)
         gw, gb = empty(ch, g.dtype), empty(ch, g.dtype)
-        lib.bn_grad_sums(_f64(g), _at(dev, g), _at(dev, x), _at(dev, mean), _at(dev, invstd), _at(dev, gw),
+        lib.bn_grad_sums(f64(g), _at(dev, g), _at(dev, x), _at(dev, mean), _at(dev, invstd), _at(dev, gw),
                          _at(dev, gb), n, ch, s, stream())
         gx = None
         if output_mask[0]:
             gx = empty(x.shape, g.dtype)
-            lib.bn_grad_input(_f64(g), _at(dev, g), _at(dev, x), _at(dev, mean), _at(dev, invstd), _at(dev, w),
+            lib.bn_grad_input(f64(g), _at(dev, g), _at(dev, x), _at(dev, mean), _at(dev, invstd), _at(dev, w),
                               _at(dev, gw), _at(dev, gb), _at(dev, gx), n, ch, s, training, stream())
         return gx, gw if output_mask[1] else None, gb if output_mask[2] else None
 
@@ -237,13 +237,8 @@ def _norm_ops(dev: Device, ops: dict) -> None:
 def _gemm_ops(dev: Device, ops: dict) -> None:
     lib, stream, c, empty = dev.native, dev.stream, dev.contiguous, dev.empty
 
-    def gemm(a, b, out, m, n, k, a_strides, b_strides, ldc, *, a_off=0, b_off=0, c_off=0, batch=1,
-             c_batch=0, row_bias=None, rb_off=0, col_bias=None, addend=None, accumulate=False, relu=False):
-        """out = A B (+ out) (+ biases, addend), A(m, k) = a[a_off + m * a_m + k * a_k] (a_strides = (a_m, a_k,
-        a_batch)), B(k, n) = b[b_off + k * b_k + n * b_n] (b_strides = (b_k, b_n, b_batch))."""
-        lib.gemm(_f64(out), _at(dev, a, a_off), _at(dev, b, b_off), _at(dev, out, c_off),
-                 _at(dev, row_bias, rb_off), _at(dev, col_bias), _at(dev, addend, c_off),
-                 [m, n, k, *a_strides, *b_strides, ldc, c_batch, batch], accumulate, relu, stream())
+    def gemm(*args, **kw):
+        _gemm(dev, *args, **kw)
 
     def linear(x, weight, bias):
         w = c(weight)
@@ -270,7 +265,7 @@ def _gemm_ops(dev: Device, ops: dict) -> None:
             gemm(g2, x2, gw, o, k, m, (1, o, 0), (k, 1, 0), k)
         if output_mask[2]:
             gb = empty(o, w.dtype)
-            lib.channel_sum(_f64(w), _at(dev, g2), _at(dev, gb), m, o, 1, stream())
+            lib.channel_sum(f64(w), _at(dev, g2), _at(dev, gb), m, o, 1, stream())
         return gx, gw, gb
 
     def conv_geom(x, weight, stride, padding, dilation):
@@ -293,12 +288,12 @@ def _gemm_ops(dev: Device, ops: dict) -> None:
         out = empty((n, o, oh, ow), x.dtype)
         relu = activation == "relu"
         if depthwise(x, w, groups):
-            lib.depthwise(_f64(x), _at(dev, x), _at(dev, w), _at(dev, b), _at(dev, r), _at(dev, out), geo,
+            lib.depthwise(f64(x), _at(dev, x), _at(dev, w), _at(dev, b), _at(dev, r), _at(dev, out), geo,
                           o // ch, relu, stream())
             return out
         rows = ch * kh * kw
         col = dev.xp().empty((n, rows, p), dtype=x.dtype)
-        lib.im2col(_f64(x), _at(dev, x), _at(dev, col), geo, stream())
+        lib.im2col(f64(x), _at(dev, x), _at(dev, col), geo, stream())
         og, kg = o // groups, rows // groups
         for gi in range(groups):
             # out[:, group rows] = W[group] (og, kg) @ col[:, group rows] (kg, p), batched over the images
@@ -314,14 +309,14 @@ def _gemm_ops(dev: Device, ops: dict) -> None:
         gx = gw = gb = None
         if output_mask[2]:
             gb = empty(o, g.dtype)
-            lib.channel_sum(_f64(g), _at(dev, g), _at(dev, gb), n, o, p, stream())
+            lib.channel_sum(f64(g), _at(dev, g), _at(dev, gb), n, o, p, stream())
         if depthwise(x, w, groups):
             if output_mask[0]:
                 gx = empty(x.shape, g.dtype)
-                lib.depthwise_backward_input(_f64(g), _at(dev, g), _at(dev, w), _at(dev, gx), geo, o // ch, stream())
+                lib.depthwise_backward_input(f64(g), _at(dev, g), _at(dev, w), _at(dev, gx), geo, o // ch, stream())
             if output_mask[1]:
                 gw = empty(w.shape, g.dtype)
-                lib.depthwise_backward_weight(_f64(g), _at(dev, g), _at(dev, x), _at(dev, gw), geo, o // ch, stream())
+                lib.depthwise_backward_weight(f64(g), _at(dev, g), _at(dev, x), _at(dev, gw), geo, o // ch, stream())
             return gx, gw, gb
         rows = ch * kh * kw
         og, kg = o // groups, rows // groups
@@ -332,10 +327,10 @@ def _gemm_ops(dev: Device, ops: dict) -> None:
                 gemm(w, g, gcol, kg, p, og, (1, kg, 0), (p, 1, o * p), p, a_off=gi * og * kg, b_off=gi * og * p,
                      c_off=gi * kg * p, batch=n, c_batch=rows * p)
             gx = empty(x.shape, g.dtype)
-            lib.col2im(_f64(g), _at(dev, gcol), _at(dev, gx), geo, stream())
+            lib.col2im(f64(g), _at(dev, gcol), _at(dev, gx), geo, stream())
         if output_mask[1]:
             col = dev.xp().empty((n, rows, p), dtype=g.dtype)
-            lib.im2col(_f64(g), _at(dev, x), _at(dev, col), geo, stream())
+            lib.im2col(f64(g), _at(dev, x), _at(dev, col), geo, stream())
             gw = empty(w.shape, g.dtype)
             for gi in range(groups):
                 # gw[group] = sum over images of grad[i, group] (og, p) @ col[i, group rows]^T (p, kg), in image
