@@ -111,3 +111,69 @@ def test_not_advertised():
     assert "cuda_emulated" not in nk._config.BACKENDS
     with pytest.raises(ValueError, match="backend must be one of 'auto', 'cpu', 'cuda', 'numpy', got 'gpu'"):
         nk.relu(np.ones(3), backend="gpu")
+
+
+@pytest.mark.parametrize("m,k,o", [(1, 1, 1), (15, 17, 16), (33, 40, 17), (16, 16, 32), (70, 3, 5)])
+def test_linear_partial_tiles(m, k, o, rng):
+    """Shapes around the 16x16 GEMM tile: several tiles, partial ones on every edge."""
+    x, w, b = rng.standard_normal((m, k)), rng.standard_normal((o, k)), rng.standard_normal(o)
+    g = rng.standard_normal((m, o))
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        args = [a.astype(dtype) for a in (x, w, b)]
+        ref = nk.linear(*[a.astype(np.float64) for a in args], backend="numpy")
+        out = nk.linear(*args, backend=BACKEND)
+        assert np.linalg.norm(out - ref) <= tol * np.linalg.norm(ref)
+        grads = nk.linear_backward(g.astype(dtype), args[0], args[1], backend=BACKEND)
+        refs = nk.linear_backward(g, *[a.astype(np.float64) for a in args[:2]], backend="numpy")
+        for got, r in zip(grads, refs):
+            assert got.dtype == dtype and np.linalg.norm(got - r) <= tol * np.linalg.norm(r)
+
+
+def test_conv_many_channels(rng):
+    """A GEMM reduction over several tiles (C * kh * kw = 54) and an output of several tile columns."""
+    x = rng.standard_normal((2, 6, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((20, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    ref = nk.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1, backend="numpy")
+    out = nk.conv2d(x, w, b, 1, 1, backend=BACKEND)
+    assert np.linalg.norm(out - ref) <= 1e-5 * np.linalg.norm(ref)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    got = nk.conv2d_backward(g, x, w, 1, 1, backend=BACKEND)
+    refs = nk.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), 1, 1,
+                              backend="numpy")
+    for a, r in zip(got, refs):
+        assert np.linalg.norm(a - r) <= 1e-5 * np.linalg.norm(r)
+
+
+def test_max_pool_nan_and_ties_like_the_reference(rng):
+    x = rng.standard_normal((2, 3, 7, 8)).round(0)  # many ties
+    x[0, 0, 1, 1] = np.nan
+    x[1, 2, 4, 3] = np.nan
+    x[1, 2, 4, 5] = np.nan
+    for dtype in (np.float32, np.float64):
+        out, idx = nk.max_pool2d(x.astype(dtype), 3, 2, 1, return_indices=True, backend=BACKEND)
+        ref, ref_idx = nk.max_pool2d(x.astype(dtype), 3, 2, 1, return_indices=True, backend="numpy")
+        assert np.array_equal(out, ref, equal_nan=True) and np.array_equal(idx, ref_idx)
+
+
+def test_reruns_bit_identical(rng):
+    x = rng.standard_normal((3, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((3, 6, 9, 9)).astype(np.float32)
+
+    def run():
+        bn = nk.batch_norm(x, None, None, None, None, True, return_stats=True, backend=BACKEND)
+        return (nk.conv2d_backward(g, x, w, 1, 1, backend=BACKEND) + bn
+                + nk.batch_norm_backward(g[:, :4], x, None, bn[1], bn[2], backend=BACKEND))
+
+    for a, b in zip(run(), run()):
+        assert np.array_equal(a, b)
+
+
+def test_batch_norm_running_stats_updated_in_place_even_strided(rng):
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    rm, rv = np.zeros(6, np.float32)[::2], np.ones(6, np.float32)[::2]  # non-contiguous views
+    rm_ref, rv_ref = np.zeros(3, np.float32), np.ones(3, np.float32)
+    nk.batch_norm(x, rm, rv, training=True, backend=BACKEND)
+    nk.batch_norm(x, rm_ref, rv_ref, training=True, backend="numpy")
+    assert np.allclose(rm, rm_ref, rtol=1e-6, atol=1e-7) and np.allclose(rv, rv_ref, rtol=1e-6)

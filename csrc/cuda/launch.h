@@ -114,11 +114,11 @@ void launch(void (*kernel)(P...), Dim grid, Dim block, std::uintptr_t stream, A&
 #endif
 }
 
-// Blocks of `threads` covering n items, one item per thread (at least one block
-// so that zero-sized launches are skipped by the caller's n == 0 test, not here).
+// Blocks of `threads` covering n items, one item per thread (0 for n = 0: launch()
+// then launches nothing), at most 65535 (a grid's y limit): grid-stride loops and
+// the GEMM's tile loops cover what a capped grid leaves over.
 inline unsigned blocks_for(std::int64_t n, unsigned threads) {
   const std::int64_t b = (n + threads - 1) / threads;
-  // grid-stride loops cover what a capped grid leaves over
   return static_cast<unsigned>(b < 65535 ? b : 65535);
 }
 

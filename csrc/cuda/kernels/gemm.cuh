@@ -31,30 +31,36 @@ NNK_GLOBAL void gemm_kernel(const T* a, const T* b, T* c, const T* row_bias, con
   NNK_SHARED(T, as, kTile * (kTile + 1));  // +1: threads of a row read a column without bank conflicts
   NNK_SHARED(T, bs, kTile * (kTile + 1));
   const unsigned tx = thread_x(), ty = thread_y();
-  const std::int64_t row = std::int64_t(block_y()) * kTile + ty;
-  const std::int64_t col = std::int64_t(block_x()) * kTile + tx;
   const std::int64_t z = block_z();
   a += z * g.a_batch;
   b += z * g.b_batch;
   c += z * g.c_batch;
-  T acc = T(0);
-  for (std::int64_t k0 = 0; k0 < g.k; k0 += kTile) {
-    // thread (tx, ty) loads A(row, k0 + tx) and B(k0 + ty, col); zeros past the edges
-    const std::int64_t ka = k0 + tx, kb = k0 + ty;
-    as[ty * (kTile + 1) + tx] = (row < g.m && ka < g.k) ? a[row * g.a_m + ka * g.a_k] : T(0);
-    bs[ty * (kTile + 1) + tx] = (kb < g.k && col < g.n) ? b[kb * g.b_k + col * g.b_n] : T(0);
-    sync();
-    for (unsigned kk = 0; kk < kTile; ++kk) acc += as[ty * (kTile + 1) + kk] * bs[kk * (kTile + 1) + tx];
-    sync();
-  }
-  if (row < g.m && col < g.n) {
-    const std::int64_t at = row * g.ldc + col;
-    if (g.accumulate) acc += c[at];
-    if (row_bias != nullptr) acc += row_bias[row];
-    if (col_bias != nullptr) acc += col_bias[col];
-    if (addend != nullptr) acc += addend[z * g.c_batch + at];
-    if (g.relu && !(acc > T(0) || isnan_(acc))) acc = T(0);
-    c[at] = acc;
+  // tiles past the grid (a grid's y extent is at most 65535 blocks) are taken by later passes; the
+  // trip counts depend only on block indices, so every thread of a block reaches the same barriers
+  const std::int64_t tiles_m = (g.m + kTile - 1) / kTile, tiles_n = (g.n + kTile - 1) / kTile;
+  for (std::int64_t tm = block_y(); tm < tiles_m; tm += grid_dim_y()) {
+    for (std::int64_t tn = block_x(); tn < tiles_n; tn += grid_dim_x()) {
+      const std::int64_t row = tm * kTile + ty, col = tn * kTile + tx;
+      T acc = T(0);
+      for (std::int64_t k0 = 0; k0 < g.k; k0 += kTile) {
+        // thread (tx, ty) loads A(row, k0 + tx) and B(k0 + ty, col); zeros past the edges
+        const std::int64_t ka = k0 + tx, kb = k0 + ty;
+        as[ty * (kTile + 1) + tx] = (row < g.m && ka < g.k) ? a[row * g.a_m + ka * g.a_k] : T(0);
+        bs[ty * (kTile + 1) + tx] = (kb < g.k && col < g.n) ? b[kb * g.b_k + col * g.b_n] : T(0);
+        sync();
+        for (unsigned kk = 0; kk < kTile; ++kk) acc += as[ty * (kTile + 1) + kk] * bs[kk * (kTile + 1) + tx];
+        sync();
+      }
+      if (row < g.m && col < g.n) {
+        const std::int64_t at = row * g.ldc + col;
+        if (g.accumulate) acc += c[at];
+        if (row_bias != nullptr) acc += row_bias[row];
+        if (col_bias != nullptr) acc += col_bias[col];
+        if (addend != nullptr) acc += addend[z * g.c_batch + at];
+        if (g.relu && !(acc > T(0) || isnan_(acc))) acc = T(0);
+        c[at] = acc;
+      }
+    }
   }
 }
 
