@@ -28,7 +28,10 @@
 #define NNK_GLOBAL __global__
 #define NNK_DEVICE __device__ __forceinline__
 #define NNK_SHARED(type, name, count) __shared__ type name[count]
+// fully unrolled constant-trip loops keep small arrays (register tiles) in registers
+#define NNK_UNROLL _Pragma("unroll")
 #else
+#define NNK_UNROLL
 #include "cuda/emulator.h"
 #define NNK_GLOBAL
 #define NNK_DEVICE inline

@@ -231,10 +231,10 @@ void bn_grad_input(bool f64, Ptr g, Ptr x, Ptr mean, Ptr invstd, Ptr weight, Ptr
 void gemm(bool f64, Ptr a, Ptr b, Ptr c, Ptr row_bias, Ptr col_bias, Ptr addend, const Geom& d, bool accumulate,
           bool relu, Ptr stream) {
   const nnk::GemmArgs g{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], accumulate, relu};
-  const Dim grid{nnk::blocks_for(g.n, nnk::kTile), nnk::blocks_for(g.m, nnk::kTile), unsigned(d[11])};
+  const Dim grid{nnk::blocks_for(g.n, nnk::kBlockTile), nnk::blocks_for(g.m, nnk::kBlockTile), unsigned(d[11])};
   by_dtype(f64, [&](auto z) {
     using T = decltype(z);
-    launch(nnk::gemm_kernel<T>, grid, {nnk::kTile, nnk::kTile}, stream, at<const T>(a), at<const T>(b), at<T>(c),
+    launch(nnk::gemm_kernel<T>, grid, {nnk::kGemmThreads, nnk::kGemmThreads}, stream, at<const T>(a), at<const T>(b), at<T>(c),
            at<const T>(row_bias), at<const T>(col_bias), at<const T>(addend), g);
   });
 }

@@ -1,8 +1,12 @@
 // The project's own GEMM (no cuBLAS): C = A B (+ C) with shared-memory tiles,
 // any strides for A and B (so transposes are free), batched over blockIdx.z,
 // and a fused epilogue (row or column bias, an addend of C's layout, relu).
-// One thread per element of C, which it sums in a fixed order: the same bits
-// on every run.
+//
+// A block of 16 x 16 threads computes a 64 x 64 tile of C, each thread a 4 x 4
+// register tile (rows ty + 16 i, columns tx + 16 j: the warp's stores and shared
+// reads are contiguous), over K in steps of 16 staged in shared memory: every
+// shared value read feeds 4 multiply-adds. Each element of C is summed in k
+// order by one thread: the same bits on every run.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +15,11 @@
 
 namespace nnk {
 
-constexpr unsigned kTile = 16;
+constexpr unsigned kGemmThreads = 16;               // a block is kGemmThreads x kGemmThreads threads
+constexpr unsigned kMicro = 4;                      // each computes kMicro x kMicro elements of C
+constexpr unsigned kBlockTile = kGemmThreads * kMicro;  // 64: the block's tile of C
+constexpr unsigned kDepth = 16;                     // K staged per step
+constexpr unsigned kPad = kBlockTile + 1;           // shared row length (+1 against bank conflicts)
 constexpr unsigned kSumThreads = 256;  // one block per channel_sum output (a power of two)
 
 // A(m, k) = a[m * a_m + k * a_k], B(k, n) = b[k * b_k + n * b_n], C(m, n) = c[m * ldc + n];
@@ -28,37 +36,59 @@ struct GemmArgs {
 template <class T>
 NNK_GLOBAL void gemm_kernel(const T* a, const T* b, T* c, const T* row_bias, const T* col_bias, const T* addend,
                             GemmArgs g) {
-  NNK_SHARED(T, as, kTile * (kTile + 1));  // +1: threads of a row read a column without bank conflicts
-  NNK_SHARED(T, bs, kTile * (kTile + 1));
-  const unsigned tx = thread_x(), ty = thread_y();
+  NNK_SHARED(T, as, kDepth * kPad);  // as[kk * kPad + r] = A(tile row r, k0 + kk)
+  NNK_SHARED(T, bs, kDepth * kPad);  // bs[kk * kPad + j] = B(k0 + kk, tile column j)
+  const unsigned tx = thread_x(), ty = thread_y(), tid = ty * kGemmThreads + tx;
+  constexpr unsigned kThreadsPerBlock = kGemmThreads * kGemmThreads;
   const std::int64_t z = block_z();
   a += z * g.a_batch;
   b += z * g.b_batch;
   c += z * g.c_batch;
   // tiles past the grid (a grid's y extent is at most 65535 blocks) are taken by later passes; the
   // trip counts depend only on block indices, so every thread of a block reaches the same barriers
-  const std::int64_t tiles_m = (g.m + kTile - 1) / kTile, tiles_n = (g.n + kTile - 1) / kTile;
+  const std::int64_t tiles_m = (g.m + kBlockTile - 1) / kBlockTile, tiles_n = (g.n + kBlockTile - 1) / kBlockTile;
   for (std::int64_t tm = block_y(); tm < tiles_m; tm += grid_dim_y()) {
     for (std::int64_t tn = block_x(); tn < tiles_n; tn += grid_dim_x()) {
-      const std::int64_t row = tm * kTile + ty, col = tn * kTile + tx;
-      T acc = T(0);
-      for (std::int64_t k0 = 0; k0 < g.k; k0 += kTile) {
-        // thread (tx, ty) loads A(row, k0 + tx) and B(k0 + ty, col); zeros past the edges
-        const std::int64_t ka = k0 + tx, kb = k0 + ty;
-        as[ty * (kTile + 1) + tx] = (row < g.m && ka < g.k) ? a[row * g.a_m + ka * g.a_k] : T(0);
-        bs[ty * (kTile + 1) + tx] = (kb < g.k && col < g.n) ? b[kb * g.b_k + col * g.b_n] : T(0);
+      const std::int64_t row0 = tm * kBlockTile, col0 = tn * kBlockTile;
+      T acc[kMicro][kMicro];
+      NNK_UNROLL for (unsigned i = 0; i < kMicro; ++i) {
+        NNK_UNROLL for (unsigned j = 0; j < kMicro; ++j) acc[i][j] = T(0);
+      }
+      for (std::int64_t k0 = 0; k0 < g.k; k0 += kDepth) {
+        // each thread stages kBlockTile * kDepth / 256 = 4 elements of each operand; zeros past the edges
+        for (unsigned l = tid; l < kBlockTile * kDepth; l += kThreadsPerBlock) {
+          const unsigned r = l / kDepth, kk = l % kDepth;  // consecutive threads: consecutive k of one row
+          const std::int64_t row = row0 + r, ka = k0 + kk;
+          as[kk * kPad + r] = (row < g.m && ka < g.k) ? a[row * g.a_m + ka * g.a_k] : T(0);
+          const unsigned kb = l / kBlockTile, j = l % kBlockTile;  // consecutive threads: consecutive columns
+          const std::int64_t col = col0 + j, kbb = k0 + kb;
+          bs[kb * kPad + j] = (kbb < g.k && col < g.n) ? b[kbb * g.b_k + col * g.b_n] : T(0);
+        }
         sync();
-        for (unsigned kk = 0; kk < kTile; ++kk) acc += as[ty * (kTile + 1) + kk] * bs[kk * (kTile + 1) + tx];
+        NNK_UNROLL for (unsigned kk = 0; kk < kDepth; ++kk) {
+          T af[kMicro], bf[kMicro];
+          NNK_UNROLL for (unsigned i = 0; i < kMicro; ++i) af[i] = as[kk * kPad + ty + i * kGemmThreads];
+          NNK_UNROLL for (unsigned j = 0; j < kMicro; ++j) bf[j] = bs[kk * kPad + tx + j * kGemmThreads];
+          NNK_UNROLL for (unsigned i = 0; i < kMicro; ++i) {
+            NNK_UNROLL for (unsigned j = 0; j < kMicro; ++j) acc[i][j] += af[i] * bf[j];
+          }
+        }
         sync();
       }
-      if (row < g.m && col < g.n) {
-        const std::int64_t at = row * g.ldc + col;
-        if (g.accumulate) acc += c[at];
-        if (row_bias != nullptr) acc += row_bias[row];
-        if (col_bias != nullptr) acc += col_bias[col];
-        if (addend != nullptr) acc += addend[z * g.c_batch + at];
-        if (g.relu && !(acc > T(0) || isnan_(acc))) acc = T(0);
-        c[at] = acc;
+      NNK_UNROLL for (unsigned i = 0; i < kMicro; ++i) {
+        const std::int64_t row = row0 + ty + i * kGemmThreads;
+        NNK_UNROLL for (unsigned j = 0; j < kMicro; ++j) {
+          const std::int64_t col = col0 + tx + j * kGemmThreads;
+          if (row >= g.m || col >= g.n) continue;
+          const std::int64_t at = row * g.ldc + col;
+          T v = acc[i][j];
+          if (g.accumulate) v += c[at];
+          if (row_bias != nullptr) v += row_bias[row];
+          if (col_bias != nullptr) v += col_bias[col];
+          if (addend != nullptr) v += addend[z * g.c_batch + at];
+          if (g.relu && !(v > T(0) || isnan_(v))) v = T(0);
+          c[at] = v;
+        }
       }
     }
   }
