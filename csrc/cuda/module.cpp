@@ -2,12 +2,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "cuda/bind_ops.h"
 #include "cuda/cuda_runtime_info.h"
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "nnkern CUDA runtime queries (use nnkern.backends.cuda)";
+  m.doc() = "nnkern CUDA kernels and runtime queries (use nnkern.backends.cuda)";
+  nnkern::cuda_ops::bind_ops(m);
   m.def("device_count", &nnkern::cuda::device_count, "CUDA devices visible (0 without driver or device).");
   m.def("device_name", &nnkern::cuda::device_name, py::arg("index"));
   m.def("runtime_version", &nnkern::cuda::runtime_version, "CUDA runtime version this module links, e.g. 13000.");

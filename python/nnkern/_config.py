@@ -6,12 +6,14 @@ import contextvars
 from typing import Iterator
 
 BACKENDS = ("auto", "cpu", "cuda", "numpy")
+# Accepted but not advertised: the CUDA kernels run by the CPU emulator, for the test suite only.
+_TEST_BACKENDS = ("cuda_emulated",)
 
 _default_backend: contextvars.ContextVar[str] = contextvars.ContextVar("nnkern_backend", default="auto")
 
 
 def check_backend_name(name: object) -> str:
-    if not isinstance(name, str) or name not in BACKENDS:
+    if not isinstance(name, str) or name not in BACKENDS + _TEST_BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
 

@@ -12,7 +12,8 @@ from types import ModuleType
 
 from .._config import check_backend_name, default_backend
 
-_MODULES = {"numpy": "numpy_ref", "cpu": "cpu", "cuda": "cuda"}
+# "cuda_emulated" is test-only (see backends/cuda_emulated.py): the CUDA kernels on the CPU emulator.
+_MODULES = {"numpy": "numpy_ref", "cpu": "cpu", "cuda": "cuda", "cuda_emulated": "cuda_emulated"}
 _loaded: dict[str, ModuleType] = {}
 
 

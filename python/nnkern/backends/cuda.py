@@ -1,4 +1,9 @@
-"""The CUDA backend: ``nnkern._cuda`` when it was built (no ops yet)."""
+"""The CUDA backend: the kernels of ``nnkern._cuda`` on CuPy arrays, on CuPy's current stream.
+
+The ops themselves are ``cuda_ops.make_ops`` over the CuPy device of
+``_device.py``; the test-only ``cuda_emulated`` backend runs the same code and
+kernels on the CPU emulator.
+"""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -8,7 +13,13 @@ try:
 except ImportError:
     _native = None
 
-NATIVE_OPS: frozenset = frozenset()
+from ._device import cupy_device  # noqa: E402
+from .cuda_ops import make_ops, native_op_names  # noqa: E402
+
+_OPS = make_ops(cupy_device(_native))
+#: The backend-contract ops the CUDA kernels implement (none when nnkern._cuda was not built).
+NATIVE_OPS: frozenset = native_op_names(_OPS) if _native is not None else frozenset()
+globals().update(_OPS)
 
 
 def compiled() -> bool:

@@ -1,0 +1,28 @@
+"""Helpers shared by the CUDA backend's op modules (cuda_ops.py, cuda_rnn.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._device import Device
+
+
+def f64(a) -> bool:
+    return a.dtype == np.float64
+
+
+def at(dev: Device, a, elements: int = 0) -> int:
+    """The address of element ``elements`` of C-contiguous ``a`` (0 for None)."""
+    return 0 if a is None else dev.ptr(a) + elements * a.itemsize
+
+
+def gemm(dev: Device, a, b, out, m, n, k, a_strides, b_strides, ldc, *, a_off=0, b_off=0, c_off=0, batch=1,
+         c_batch=0, row_bias=None, rb_off=0, col_bias=None, addend=None, accumulate=False, relu=False):
+    """out = A B (+ out) (+ biases, addend) on the device's GEMM kernel.
+
+    A(m, k) = a[a_off + m * a_m + k * a_k] with ``a_strides = (a_m, a_k, a_batch)``, B(k, n) =
+    b[b_off + k * b_k + n * b_n] with ``b_strides = (b_k, b_n, b_batch)``, out(m, n) at
+    ``c_off + m * ldc + n``; ``batch`` GEMMs offset by the batch strides (``c_batch`` for out and addend).
+    """
+    dev.native.gemm(f64(out), at(dev, a, a_off), at(dev, b, b_off), at(dev, out, c_off),
+                    at(dev, row_bias, rb_off), at(dev, col_bias), at(dev, addend, c_off),
+                    [m, n, k, *a_strides, *b_strides, ldc, c_batch, batch], accumulate, relu, dev.stream())
