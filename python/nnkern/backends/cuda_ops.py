@@ -191,7 +191,8 @@ def _ncs(x):
 def _norm_ops(dev: Device, ops: dict) -> None:
     lib, stream, c, empty = dev.native, dev.stream, dev.contiguous, dev.empty
 
-    def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, activation=None,
+                   residual=None):
         x = c(x)
         n, ch, s = _ncs(x)
         w = None if weight is None else c(weight)
@@ -215,6 +216,11 @@ def _norm_ops(dev: Device, ops: dict) -> None:
         y = empty(x.shape, x.dtype)
         lib.bn_output(f64(x), _at(dev, x), _at(dev, shift_mean), _at(dev, invstd), _at(dev, w), _at(dev, b),
                       _at(dev, y), n, ch, s, stream())
+        # the fused tail as separate device passes for now (same values as one pass: one rounding each)
+        if residual is not None:
+            y += residual
+        if activation == "relu":
+            dev.xp().maximum(y, 0, out=y)
         return y, mean, invstd
 
     def batch_norm_backward(grad_output, x, weight, mean, invstd, training, output_mask):
