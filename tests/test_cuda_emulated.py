@@ -177,3 +177,20 @@ def test_batch_norm_running_stats_updated_in_place_even_strided(rng):
     nk.batch_norm(x, rm, rv, training=True, backend=BACKEND)
     nk.batch_norm(x, rm_ref, rv_ref, training=True, backend="numpy")
     assert np.allclose(rm, rm_ref, rtol=1e-6, atol=1e-7) and np.allclose(rv, rv_ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("hw,kernel,stride", [(3, 3, 1), (4, 3, 1), (6, 3, 3), (9, 3, 2)])
+def test_conv_weight_grad_over_images_and_pixels(hw, kernel, stride, rng):
+    """The weight gradient is one GEMM whose reduction runs over (image, pixel) pairs, with fewer
+    pixels per image (1, 4, 4, 16) than the 16 reduction steps a tile stages."""
+    x = rng.standard_normal((5, 3, hw, hw))
+    w = rng.standard_normal((4, 3, kernel, kernel))
+    out = nk.conv2d(x, w, None, stride, backend="numpy")
+    g = rng.standard_normal(out.shape)
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        got = nk.conv2d_backward(g.astype(dtype), x.astype(dtype), w.astype(dtype), stride,
+                                 output_mask=(False, True, False), backend=BACKEND)[1]
+        r = nk.conv2d_backward(g.astype(dtype).astype(np.float64), x.astype(dtype).astype(np.float64),
+                               w.astype(dtype).astype(np.float64), stride, output_mask=(False, True, False),
+                               backend="numpy")[1]
+        assert got.dtype == dtype and np.linalg.norm(got - r) <= tol * np.linalg.norm(r)

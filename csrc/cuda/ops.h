@@ -58,7 +58,7 @@ void bn_grad_input(bool f64, Ptr g, Ptr x, Ptr mean, Ptr invstd, Ptr weight, Ptr
                    std::int64_t n, std::int64_t channels, std::int64_t s, bool training, Ptr stream);
 
 // C = A B (+ C) + biases + addend, relu'd; dims = {m, n, k, a_m, a_k, a_batch, b_k, b_n, b_batch, ldc, c_batch,
-// batch} (see kernels/gemm.cuh); bias and addend pointers may be 0.
+// batch, k_inner, a_ko, b_ko} (see kernels/gemm.cuh; k_inner >= 1); bias and addend pointers may be 0.
 void gemm(bool f64, Ptr a, Ptr b, Ptr c, Ptr row_bias, Ptr col_bias, Ptr addend, const Geom& dims, bool accumulate,
           bool relu, Ptr stream);
 // out[c] = sum of x[(n * channels + c) * inner + s] over n < outer, s < inner

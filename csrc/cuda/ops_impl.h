@@ -230,7 +230,8 @@ void bn_grad_input(bool f64, Ptr g, Ptr x, Ptr mean, Ptr invstd, Ptr weight, Ptr
 
 void gemm(bool f64, Ptr a, Ptr b, Ptr c, Ptr row_bias, Ptr col_bias, Ptr addend, const Geom& d, bool accumulate,
           bool relu, Ptr stream) {
-  const nnk::GemmArgs g{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], accumulate, relu};
+  const nnk::GemmArgs g{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[12], d[13], d[14],
+                        accumulate, relu};
   const Dim grid{nnk::blocks_for(g.n, nnk::kBlockTile), nnk::blocks_for(g.m, nnk::kBlockTile), unsigned(d[11])};
   by_dtype(f64, [&](auto z) {
     using T = decltype(z);

@@ -23,15 +23,24 @@ constexpr unsigned kPad = kBlockTile + 1;           // shared row length (+1 aga
 constexpr unsigned kSumThreads = 256;  // one block per channel_sum output (a power of two)
 
 // A(m, k) = a[m * a_m + k * a_k], B(k, n) = b[k * b_k + n * b_n], C(m, n) = c[m * ldc + n];
-// batch z offsets a, b, c (and addend) by z times their batch strides.
+// batch z offsets a, b, c (and addend) by z times their batch strides. The reduction index
+// may run over two axes: k = q * k_inner + r (r < k_inner) addresses q * a_ko + r * a_k in A
+// and q * b_ko + r * b_k in B (a convolution's weight gradient sums over images and pixels).
 struct GemmArgs {
   std::int64_t m, n, k;
   std::int64_t a_m, a_k, a_batch;
   std::int64_t b_k, b_n, b_batch;
   std::int64_t ldc, c_batch;
+  std::int64_t k_inner, a_ko, b_ko;
   bool accumulate;  // C += A B instead of C = A B
   bool relu;        // after bias and addend
 };
+
+// The offset of reduction index k along one operand (inner stride `inner`, outer stride `outer`).
+NNK_DEVICE std::int64_t k_offset(std::int64_t k, const GemmArgs& g, std::int64_t outer, std::int64_t inner) {
+  if (g.k_inner >= g.k) return k * inner;  // one axis, the common case: no 64-bit division
+  return (k / g.k_inner) * outer + (k % g.k_inner) * inner;
+}
 
 template <class T>
 NNK_GLOBAL void gemm_kernel(const T* a, const T* b, T* c, const T* row_bias, const T* col_bias, const T* addend,
@@ -59,10 +68,10 @@ NNK_GLOBAL void gemm_kernel(const T* a, const T* b, T* c, const T* row_bias, con
         for (unsigned l = tid; l < kBlockTile * kDepth; l += kThreadsPerBlock) {
           const unsigned r = l / kDepth, kk = l % kDepth;  // consecutive threads: consecutive k of one row
           const std::int64_t row = row0 + r, ka = k0 + kk;
-          as[kk * kPad + r] = (row < g.m && ka < g.k) ? a[row * g.a_m + ka * g.a_k] : T(0);
+          as[kk * kPad + r] = (row < g.m && ka < g.k) ? a[row * g.a_m + k_offset(ka, g, g.a_ko, g.a_k)] : T(0);
           const unsigned kb = l / kBlockTile, j = l % kBlockTile;  // consecutive threads: consecutive columns
           const std::int64_t col = col0 + j, kbb = k0 + kb;
-          bs[kb * kPad + j] = (kbb < g.k && col < g.n) ? b[kbb * g.b_k + col * g.b_n] : T(0);
+          bs[kb * kPad + j] = (kbb < g.k && col < g.n) ? b[k_offset(kbb, g, g.b_ko, g.b_k) + col * g.b_n] : T(0);
         }
         sync();
         NNK_UNROLL for (unsigned kk = 0; kk < kDepth; ++kk) {

@@ -339,12 +339,10 @@ def _gemm_ops(dev: Device, ops: dict) -> None:
             lib.im2col(f64(g), _at(dev, x), _at(dev, col), geo, stream())
             gw = empty(w.shape, g.dtype)
             for gi in range(groups):
-                # gw[group] = sum over images of grad[i, group] (og, p) @ col[i, group rows]^T (p, kg), in image
-                # order; an empty batch still runs once with k = 0 to write the zeros
-                for i in range(max(n, 1)):
-                    gemm(g, col, gw, og, kg, p if n else 0, (p, 1, 0), (1, p, 0), kg,
-                         a_off=(i * o + gi * og) * p if n else 0, b_off=(i * rows + gi * kg) * p if n else 0,
-                         c_off=gi * og * kg, accumulate=i > 0)
+                # gw[group] (og, kg) = sum over images and pixels (one reduction index q * p + r) of
+                # grad[q, group channel, r] * col[q, group row, r]
+                gemm(g, col, gw, og, kg, n * p, (p, 1, 0), (1, p, 0), kg, a_off=gi * og * p, b_off=gi * kg * p,
+                     c_off=gi * og * kg, k_split=(max(p, 1), o * p, rows * p))
         return gx, gw, gb
 
     ops.update(linear=linear, linear_backward=linear_backward, conv2d=conv2d, conv2d_backward=conv2d_backward)
