@@ -218,4 +218,59 @@ void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<float>& args) { gemm_typed(args, active_isa()); }
 void gemm(const GemmArgs<double>& args) { gemm_typed(args, active_isa()); }
 
+template <class T>
+PreparedB<T>::PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa)
+    : k_(k), n_(n), isa_(isa) {
+  const GemmKernel<T> uk = kernel_for(isa, T());
+  mr_ = uk.mr;
+  nr_ = uk.nr;
+  if (uk.dot != nullptr && max_m <= kDotMaxM && b.row_stride == 1 && b.col_stride >= 0) {
+    dot_ = true;
+    w_ = b.data;
+    ldw_ = static_cast<std::size_t>(b.col_stride);
+    return;
+  }
+  kc_ = blocking_for(uk, k).kc;
+  scratch_ = round_up(std::max<std::size_t>(max_m, 1), mr_) * kc_;
+  const std::size_t n_pad = round_up(n, nr_);
+  packed_ = acquire_scratch(std::max<std::size_t>(1, n_pad * k) * sizeof(T));
+  T* out = packed_.as<T>();
+  for (std::size_t pc = 0; pc < k; pc += kc_) {
+    const std::size_t kb = std::min(kc_, k - pc);
+    pack_panels(n, kb, b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride, b.col_stride, b.row_stride, nr_,
+                uk.pack_transpose, out + pc * n_pad);
+  }
+}
+
+template <class T>
+void PreparedB<T>::multiply(std::size_t m, const T* a, std::size_t lda, std::size_t j0, std::size_t j1, T* c,
+                            std::size_t ldc, T alpha, T beta, const T* bias, T* scratch) const {
+  if (m == 0 || j1 <= j0) return;
+  const GemmKernel<T> uk = kernel_for(isa_, T());
+  if (dot_) {
+    uk.dot(m, j1 - j0, k_, a, lda, w_ + j0 * ldw_, ldw_, c + j0, ldc, alpha, beta, bias != nullptr ? bias + j0 : nullptr);
+    return;
+  }
+  const std::size_t n_pad = round_up(n_, nr_);
+  const T* packed = packed_.as<T>();
+  for (std::size_t pc = 0; pc == 0 || pc < k_; pc += kc_) {
+    const std::size_t kb = std::min(kc_, k_ - pc);
+    pack_panels(m, kb, a + pc, static_cast<std::ptrdiff_t>(lda), 1, mr_, uk.pack_transpose, scratch);
+    const T slice_beta = pc == 0 ? beta : T(1);
+    const T* slice_bias = pc == 0 ? bias : nullptr;
+    const T* b_slice = packed + pc * n_pad;
+    for (std::size_t ir = 0; ir < m; ir += mr_) {
+      const std::size_t mr = std::min(mr_, m - ir);
+      for (std::size_t jr = j0; jr < j1; jr += nr_) {
+        uk.fn(mr, std::min(nr_, j1 - jr), kb, scratch + ir * kb, b_slice + jr * kb, c + ir * ldc + jr, ldc, alpha,
+              slice_beta, slice_bias != nullptr ? slice_bias + jr : nullptr);
+      }
+    }
+    if (k_ == 0) break;
+  }
+}
+
+template class PreparedB<float>;
+template class PreparedB<double>;
+
 }  // namespace nnkern::gemm

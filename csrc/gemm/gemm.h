@@ -26,6 +26,7 @@
 #include <cstddef>
 
 #include "core/cpu_features.h"
+#include "core/workspace.h"
 
 namespace nnkern::gemm {
 
@@ -61,5 +62,41 @@ void gemm(const GemmArgs<float>& args);
 void gemm(const GemmArgs<double>& args);
 void gemm(const GemmArgs<float>& args, Isa isa);
 void gemm(const GemmArgs<double>& args, Isa isa);
+
+// A B operand prepared once and multiplied many times, on the calling thread
+// (the recurrent weights: one preparation per sequence, one multiply per time
+// step and thread). B is k x n; prepare() packs it into the kernel family's
+// NR-wide panels, kc-deep slices in the order gemm() uses, or -- when every
+// multiply has m <= 4 rows and B = W^T with W's rows contiguous
+// (b.row_stride == 1) -- keeps W as it is for the small-m dot kernel.
+//
+//   multiply: C[:, j0:j1) = alpha * A * B[:, j0:j1) + beta * C[:, j0:j1) (+ bias[j0:j1))
+//
+// with A (m x k, rows lda apart, unit column stride), C row-major (ldc), and
+// j0 a multiple of column_align(). Each element of C gets the same bits as
+// from gemm() with the same family and m-class (<= 4 rows or more), whatever
+// the column range, so callers may split columns over threads freely.
+template <class T>
+class PreparedB {
+ public:
+  // max_m: the most rows any multiply will have.
+  PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa);
+  PreparedB(const PreparedB&) = delete;
+  PreparedB& operator=(const PreparedB&) = delete;
+
+  std::size_t column_align() const { return dot_ ? 1 : nr_; }
+  // Elements of scratch one multiply of up to max_m rows needs (A panels).
+  std::size_t scratch_elements() const { return scratch_; }
+  void multiply(std::size_t m, const T* a, std::size_t lda, std::size_t j0, std::size_t j1, T* c, std::size_t ldc,
+                T alpha, T beta, const T* bias, T* scratch) const;
+
+ private:
+  std::size_t k_, n_, kc_ = 1, mr_ = 1, nr_ = 1, scratch_ = 0;
+  Isa isa_;
+  bool dot_ = false;
+  const T* w_ = nullptr;  // dot: W (n x k), rows ldw_ apart
+  std::size_t ldw_ = 0;
+  ScratchBuffer packed_;  // panels: slice s at s * kc * round_up(n, nr), panel p of it at + p * nr * kb
+};
 
 }  // namespace nnkern::gemm
