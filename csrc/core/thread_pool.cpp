@@ -223,7 +223,7 @@ void SpinBarrier::wait(std::size_t members) {
     return;
   }
   for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (spins < (1u << 14)) {
+    if (spins < (1u << 11)) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #endif

@@ -255,16 +255,22 @@ void PreparedB<T>::multiply(std::size_t m, const T* a, std::size_t lda, std::siz
   const T* packed = packed_.as<T>();
   for (std::size_t pc = 0; pc == 0 || pc < k_; pc += kc_) {
     const std::size_t kb = std::min(kc_, k_ - pc);
-    pack_panels(m, kb, a + pc, static_cast<std::ptrdiff_t>(lda), 1, mr_, uk.pack_transpose, scratch);
     const T slice_beta = pc == 0 ? beta : T(1);
     const T* slice_bias = pc == 0 ? bias : nullptr;
     const T* b_slice = packed + pc * n_pad;
-    for (std::size_t ir = 0; ir < m; ir += mr_) {
-      const std::size_t mr = std::min(mr_, m - ir);
+    // Row tiles of balanced heights (m = 32 on 14-row kernels: 11 + 11 + 10,
+    // not 14 + 14 + 4, whose last tile would be load-bound); each packed in
+    // its own MR-wide panel.
+    const std::size_t tiles = (m + mr_ - 1) / mr_;
+    for (std::size_t tile = 0, ir = 0; tile < tiles; ++tile) {
+      const std::size_t mr = m / tiles + (tile < m % tiles ? 1 : 0);
+      T* panel = scratch + tile * mr_ * kb;
+      pack_panels(mr, kb, a + ir * lda + pc, static_cast<std::ptrdiff_t>(lda), 1, mr_, uk.pack_transpose, panel);
       for (std::size_t jr = j0; jr < j1; jr += nr_) {
-        uk.fn(mr, std::min(nr_, j1 - jr), kb, scratch + ir * kb, b_slice + jr * kb, c + ir * ldc + jr, ldc, alpha,
-              slice_beta, slice_bias != nullptr ? slice_bias + jr : nullptr);
+        uk.fn(mr, std::min(nr_, j1 - jr), kb, panel, b_slice + jr * kb, c + ir * ldc + jr, ldc, alpha, slice_beta,
+              slice_bias != nullptr ? slice_bias + jr : nullptr);
       }
+      ir += mr;
     }
     if (k_ == 0) break;
   }
