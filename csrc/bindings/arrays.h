@@ -15,6 +15,7 @@
 #include "core/array_view.h"
 #include "core/errors.h"
 #include "core/fp_env.h"
+#include "core/workspace.h"
 
 namespace nnkern::bindings {
 
@@ -56,10 +57,27 @@ inline bool poison_outputs() {
   return on;
 }
 
+// Arrays of at least this many bytes take their memory from the workspace
+// cache (acquire_array_memory): pages already faulted in by an earlier array.
+constexpr std::size_t kCachedArrayBytes = std::size_t{256} << 10;
+
+// A C-contiguous array of `shape` on memory of the workspace cache, which
+// gets the memory back when the array is freed.
+inline py::array cached_array(const py::dtype& dt, const std::vector<py::ssize_t>& shape) {
+  std::size_t bytes = static_cast<std::size_t>(dt.itemsize());
+  for (py::ssize_t d : shape) bytes *= static_cast<std::size_t>(d);
+  auto* buffer = new ScratchBuffer(acquire_array_memory(bytes));
+  py::capsule owner(buffer, [](void* p) { delete static_cast<ScratchBuffer*>(p); });
+  return py::array(dt, shape, buffer->data(), owner);
+}
+
 // A fresh C-contiguous array of `shape` (NaN-poisoned under NNKERN_POISON_OUTPUTS).
 inline py::array empty_shaped(Dtype dtype, const std::vector<py::ssize_t>& shape) {
-  py::array out = dtype == Dtype::f32 ? py::array(py::dtype::of<float>(), shape)
-                                      : py::array(py::dtype::of<double>(), shape);
+  const py::dtype dt = dtype == Dtype::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  std::size_t elements = 1;
+  for (py::ssize_t d : shape) elements *= static_cast<std::size_t>(d);
+  py::array out = elements * static_cast<std::size_t>(dt.itemsize()) >= kCachedArrayBytes ? cached_array(dt, shape)
+                                                                                           : py::array(dt, shape);
   if (poison_outputs()) {
     py::gil_scoped_release nogil;  // filling a large output is slow: let other Python threads run
     const auto n = static_cast<std::size_t>(out.size());

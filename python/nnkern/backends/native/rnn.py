@@ -7,7 +7,8 @@ One native call runs one layer over the whole sequence, every direction: the
 input projection of all steps, the time loop (recurrent multiply by weights
 packed once per call, fused gate pass) and, in the backward, the weight and
 bias gradients and the gradient of the layer input. Python only allocates the
-outputs and the workspace (``np.empty``; nothing is allocated inside the time
+outputs and the workspace (large arrays on the workspace cache's reused
+memory, no page faults; nothing is allocated inside the time
 loop) and applies the inter-layer dropout. A cell is a sequence of length one.
 
 Workspace per direction (kept for the backward): the activated gates
@@ -17,6 +18,7 @@ for the GRU ``W_hn h + b_hn`` of each step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -25,7 +27,16 @@ import numpy as np
 from ... import _cpu as _native
 from ..numpy_ref.counter_rng import derive
 
+_CACHED_BYTES = 256 << 10  # bindings/arrays.h kCachedArrayBytes
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _empty(shape, dtype) -> np.ndarray:
+    """An uninitialized array; large ones on reused, already faulted-in memory (core/workspace.h)."""
+    dtype = np.dtype(dtype)
+    if math.prod(shape) * dtype.itemsize < _CACHED_BYTES:
+        return np.empty(shape, dtype)
+    return _native.empty(tuple(int(s) for s in shape), dtype)
 
 
 def _c(a: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
@@ -64,12 +75,12 @@ def _direction(mode: str, w_ih, w_hh, b_ih, b_hh, reverse: bool, h0, c0, h_last,
     hid = w_hh.shape[1]
     dt = w_hh.dtype
     d = dict(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, reverse=reverse, h0=h0, c0=c0, h_last=h_last,
-             c_last=c_last, gates=np.empty((t_len, n, w_hh.shape[0]), dt), hprev=np.empty((t_len, n, hid), dt))
+             c_last=c_last, gates=_empty((t_len, n, w_hh.shape[0]), dt), hprev=_empty((t_len, n, hid), dt))
     if mode == "lstm":
-        d["cprev"] = np.empty((t_len, n, hid), dt)
-        d["tanh_c"] = np.empty((t_len, n, hid), dt)
+        d["cprev"] = _empty((t_len, n, hid), dt)
+        d["tanh_c"] = _empty((t_len, n, hid), dt)
     elif mode == "gru":
-        d["ghn"] = np.empty((t_len, n, hid), dt)
+        d["ghn"] = _empty((t_len, n, hid), dt)
     return d
 
 
@@ -84,15 +95,15 @@ def _layer_backward(mode: str, lws: _LayerWS, grad_out: Optional[np.ndarray], gr
         g, hid = d["w_hh"].shape
         bd = dict(d)
         bd.update(grad_h_last=grad_h_n[k], grad_c_last=grad_c_n[k],
-                  grad_h0=np.empty((n, hid), dt), grad_c0=np.empty((n, hid), dt) if mode == "lstm" else None,
-                  grad_w_ih=np.empty(d["w_ih"].shape, dt), grad_w_hh=np.empty(d["w_hh"].shape, dt),
-                  grad_b_ih=None if d["b_ih"] is None else np.empty(g, dt),
-                  grad_b_hh=None if d["b_hh"] is None else np.empty(g, dt),
-                  d_gates=np.empty((t_len, n, g), dt),
-                  d_gates_h=np.empty((t_len, n, g), dt) if mode == "gru" else None)
+                  grad_h0=_empty((n, hid), dt), grad_c0=_empty((n, hid), dt) if mode == "lstm" else None,
+                  grad_w_ih=_empty(d["w_ih"].shape, dt), grad_w_hh=_empty(d["w_hh"].shape, dt),
+                  grad_b_ih=None if d["b_ih"] is None else _empty((g,), dt),
+                  grad_b_hh=None if d["b_hh"] is None else _empty((g,), dt),
+                  d_gates=_empty((t_len, n, g), dt),
+                  d_gates_h=_empty((t_len, n, g), dt) if mode == "gru" else None)
         dirs.append(bd)
         results.append(bd)
-    grad_x = np.empty((t_len, n, i_size), dt) if want_grad_x else None
+    grad_x = _empty((t_len, n, i_size), dt) if want_grad_x else None
     _native.rnn_layer_backward(mode, lws.x, lws.out, grad_out, grad_x, dirs)
     return grad_x, [(r["grad_h0"], r["grad_c0"], r["grad_w_ih"], r["grad_w_hh"], r["grad_b_ih"], r["grad_b_hh"])
                     for r in results]
@@ -110,9 +121,9 @@ def _cell(mode: str, x, h, c, w_ih, w_hh, b_ih, b_hh):
     dt = x.dtype
     n, hid = h.shape
     x3 = _c(x, dt).reshape(1, n, x.shape[1])
-    out = np.empty((1, n, hid), dt)
-    h_last = np.empty((n, hid), dt)
-    c_last = np.empty((n, hid), dt) if mode == "lstm" else None
+    out = _empty((1, n, hid), dt)
+    h_last = _empty((n, hid), dt)
+    c_last = _empty((n, hid), dt) if mode == "lstm" else None
     d = _direction(mode, _c(w_ih, dt), _c(w_hh, dt), _c(b_ih, dt), _c(b_hh, dt), False, _c(h, dt), _c(c, dt),
                    h_last, c_last, 1, n)
     _native.rnn_layer_forward(mode, x3, out, [d])
@@ -169,11 +180,11 @@ def rnn_seq(mode, x, h0, c0, params, num_layers, bidirectional, batch_first, dro
     params = [_c(p, dt) for p in params]
     per = 4 if has_biases else 2
     use_dropout = bool(training) and dropout > 0
-    h_n = np.empty((num_layers * num_dirs, n, hid), dt)
-    c_n = np.empty_like(h_n) if mode == "lstm" else None
+    h_n = _empty((num_layers * num_dirs, n, hid), dt)
+    c_n = _empty(h_n.shape, dt) if mode == "lstm" else None
     layers, masks = [], []
     for layer in range(num_layers):
-        out = np.empty((t_len, n, num_dirs * hid), dt)
+        out = _empty((t_len, n, num_dirs * hid), dt)
         dirs = []
         for d in range(num_dirs):
             k = layer * num_dirs + d
@@ -207,8 +218,8 @@ def rnn_seq_backward(grad_output, grad_h_n, grad_c_n, ws):
     if grad_output is not None:
         d_out = np.ascontiguousarray(grad_output.transpose(1, 0, 2) if ws.batch_first else grad_output, dtype=dt)
     grad_h_n, grad_c_n = _c(grad_h_n, dt), _c(grad_c_n, dt)
-    grad_h0 = np.empty_like(ws.h0)
-    grad_c0 = np.empty_like(ws.c0) if ws.mode == "lstm" else None
+    grad_h0 = _empty(ws.h0.shape, dt)
+    grad_c0 = _empty(ws.c0.shape, dt) if ws.mode == "lstm" else None
     grad_params: List[Any] = [None] * len(ws.params)
     for layer in range(ws.num_layers - 1, -1, -1):
         ks = range(layer * num_dirs, (layer + 1) * num_dirs)
