@@ -64,18 +64,18 @@ void gemm(const GemmArgs<float>& args, Isa isa);
 void gemm(const GemmArgs<double>& args, Isa isa);
 
 // A B operand prepared once and multiplied many times, on the calling thread
-// (the recurrent weights: one preparation per sequence, one multiply per time
-// step and thread). B is k x n; prepare() packs it into the kernel family's
-// NR-wide panels, kc-deep slices in the order gemm() uses, or -- when every
-// multiply has m <= 4 rows and B = W^T with W's rows contiguous
-// (b.row_stride == 1) -- keeps W as it is for the small-m dot kernel.
+// (the recurrent weights: one preparation per sequence, a few multiplies per
+// time step and thread). B is k x n; the constructor packs it into the kernel
+// family's NR-wide panels, kc-deep slices, as gemm() does.
 //
 //   multiply: C[:, j0:j1) = alpha * A * B[:, j0:j1) + beta * C[:, j0:j1) (+ bias[j0:j1))
 //
 // with A (m x k, rows lda apart, unit column stride), C row-major (ldc), and
-// j0 a multiple of column_align(). Each element of C gets the same bits as
-// from gemm() with the same family and m-class (<= 4 rows or more), whatever
-// the column range, so callers may split columns over threads freely.
+// j0 a multiple of column_align(). pack_a + multiply_packed split it, so that
+// one packed A serves several multiplies. Rows are cut into tiles of balanced
+// heights. Each element of C is one FMA chain over k in ascending order per
+// kc slice, whatever the column range and row tile, so callers may split
+// columns over threads freely and get the same bits.
 template <class T>
 class PreparedB {
  public:
@@ -84,19 +84,20 @@ class PreparedB {
   PreparedB(const PreparedB&) = delete;
   PreparedB& operator=(const PreparedB&) = delete;
 
-  std::size_t column_align() const { return dot_ ? 1 : nr_; }
-  // Elements of scratch one multiply of up to max_m rows needs (A panels).
+  std::size_t column_align() const { return nr_; }
+  // Elements of a packed A of up to max_m rows (the scratch of multiply).
   std::size_t scratch_elements() const { return scratch_; }
+  void pack_a(std::size_t m, const T* a, std::size_t lda, T* packed_a) const;
+  void multiply_packed(std::size_t m, const T* packed_a, std::size_t j0, std::size_t j1, T* c, std::size_t ldc,
+                       T alpha, T beta, const T* bias) const;
   void multiply(std::size_t m, const T* a, std::size_t lda, std::size_t j0, std::size_t j1, T* c, std::size_t ldc,
                 T alpha, T beta, const T* bias, T* scratch) const;
 
  private:
+  std::size_t tile_rows(std::size_t m, std::size_t tile) const;
   std::size_t k_, n_, kc_ = 1, mr_ = 1, nr_ = 1, scratch_ = 0;
   Isa isa_;
-  bool dot_ = false;
-  const T* w_ = nullptr;  // dot: W (n x k), rows ldw_ apart
-  std::size_t ldw_ = 0;
-  ScratchBuffer packed_;  // panels: slice s at s * kc * round_up(n, nr), panel p of it at + p * nr * kb
+  ScratchBuffer packed_;  // panels: slice at pc * round_up(n, nr), panel p of it at + p * nr * kb
 };
 
 }  // namespace nnkern::gemm

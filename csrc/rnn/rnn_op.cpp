@@ -107,21 +107,27 @@ struct ForwardDirection {
   const DirectionData<T>& dd;
   std::size_t G, H, N, ldo, col;  // col: this direction's first column in out
   std::vector<std::unique_ptr<PreparedB<T>>> w;  // W_hh^T, one per gate block (k = H, n = H)
+  std::unique_ptr<PreparedB<T>> w_all;           // or W_hh^T whole (k = H, n = G), for a team of one
   T* gh = nullptr;                               // gru: (N, G) hidden projection of the step
   ScratchBuffer gh_buf;
   Act act;
 
-  ForwardDirection(const LayerArgs<T>& args, std::size_t d)
+  ForwardDirection(const LayerArgs<T>& args, std::size_t d, std::size_t max_members)
       : a(args), dd(args.dirs[d]) {
     H = a.hidden;
     N = a.batch;
     G = H * gate_count(a.mode);
     ldo = H * a.dirs.size();
     col = d * H;
-    for (std::size_t g = 0; g < G / H; ++g) {
-      // B = (block g of W_hh)^T: B(p, j) = W_hh[g*H + j, p]
-      w.push_back(std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh + g * H * H, 1, std::ptrdiff_t(H)}, H, H, N,
-                                                 active_isa()));
+    if (max_members == 1) {
+      // one thread owns every unit: one operand over all gates (more panels per multiply)
+      w_all = std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh, 1, std::ptrdiff_t(H)}, H, G, N, active_isa());
+    } else {
+      for (std::size_t g = 0; g < G / H; ++g) {
+        // B = (block g of W_hh)^T: B(p, j) = W_hh[g*H + j, p]
+        w.push_back(std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh + g * H * H, 1, std::ptrdiff_t(H)}, H, H, N,
+                                                   active_isa()));
+      }
     }
     if (a.mode == Mode::gru) {
       gh_buf = acquire_scratch(std::max<std::size_t>(1, N * G) * sizeof(T));
@@ -129,8 +135,9 @@ struct ForwardDirection {
     }
   }
 
-  std::size_t align() const { return w[0]->column_align(); }
-  std::size_t scratch_elements() const { return w[0]->scratch_elements(); }
+  const PreparedB<T>& any_w() const { return w_all ? *w_all : *w[0]; }
+  std::size_t align() const { return any_w().column_align(); }
+  std::size_t scratch_elements() const { return any_w().scratch_elements(); }
 
   // The input projection of every step: gates (T*N, G) = x W_ih^T + bias.
   void project_input(T* bias_buf) const {
@@ -178,14 +185,21 @@ struct ForwardDirection {
       T* h_next = last ? dd.h_last : dd.hprev + time_of(s + 1) * NH;
       T* out = a.out + t * N * ldo + col;
       if (U != 0) {
-        if (a.mode == Mode::gru) {
+        any_w().pack_a(N, hp, H, scratch);  // one packed h for every gate block
+        if (w_all && u0 == 0 && u1 == H) {
+          if (a.mode == Mode::gru) {
+            w_all->multiply_packed(N, scratch, 0, G, gh, G, T(1), T(0), dd.b_hh);
+          } else {
+            w_all->multiply_packed(N, scratch, 0, G, gates, G, T(1), T(1), nullptr);
+          }
+        } else if (a.mode == Mode::gru) {
           for (std::size_t g = 0; g < 3; ++g) {
-            w[g]->multiply(N, hp, H, u0, u1, gh + g * H, G, T(1), T(0), dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr,
-                           scratch);
+            w[g]->multiply_packed(N, scratch, u0, u1, gh + g * H, G, T(1), T(0),
+                                  dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr);
           }
         } else {
           for (std::size_t g = 0; g < G / H; ++g) {
-            w[g]->multiply(N, hp, H, u0, u1, gates + g * H, G, T(1), T(1), nullptr, scratch);
+            w[g]->multiply_packed(N, scratch, u0, u1, gates + g * H, G, T(1), T(1), nullptr);
           }
         }
         for (std::size_t n = 0; n < N; ++n) {
@@ -274,7 +288,7 @@ void forward_typed(const LayerArgs<T>& a) {
   std::vector<std::unique_ptr<ForwardDirection<T>>> dirs;
   ScratchBuffer bias = acquire_scratch(std::max<std::size_t>(1, H * gate_count(a.mode)) * sizeof(T));
   for (std::size_t d = 0; d < D; ++d) {
-    dirs.push_back(std::make_unique<ForwardDirection<T>>(a, d));
+    dirs.push_back(std::make_unique<ForwardDirection<T>>(a, d, max_members));
     dirs[d]->project_input(bias.as<T>());
   }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
