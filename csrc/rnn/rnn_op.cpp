@@ -8,6 +8,7 @@
 #include "core/thread_pool.h"
 #include "core/workspace.h"
 #include "gemm/gemm.h"
+#include "rnn/rnn_pointwise.h"
 #include "vmath/vactivation.h"
 
 namespace nnkern::rnn {
@@ -52,9 +53,30 @@ struct Act {
   }
 };
 
+// The elementwise passes of the kernel family in use.
 template <class T>
-T relu(T x) {
-  return x > T(0) || x != x ? x : T(0);  // NaN stays NaN, as torch.relu
+PointwiseFns<T> pointwise_fns();
+
+template <>
+PointwiseFns<float> pointwise_fns<float>() {
+  switch (active_isa()) {
+#if NNKERN_X86_KERNELS
+    case Isa::avx512: return f32_rnn_pointwise_avx512();
+    case Isa::avx2: return f32_rnn_pointwise_avx2();
+#endif
+    default: return f32_rnn_pointwise_scalar();
+  }
+}
+
+template <>
+PointwiseFns<double> pointwise_fns<double>() {
+  switch (active_isa()) {
+#if NNKERN_X86_KERNELS
+    case Isa::avx512: return f64_rnn_pointwise_avx512();
+    case Isa::avx2: return f64_rnn_pointwise_avx2();
+#endif
+    default: return f64_rnn_pointwise_scalar();
+  }
 }
 
 // ------------------------------------------------------------------ the team
@@ -111,6 +133,7 @@ struct ForwardDirection {
   T* gh = nullptr;                               // gru: (N, G) hidden projection of the step
   ScratchBuffer gh_buf;
   Act act;
+  PointwiseFns<T> pw = pointwise_fns<T>();
 
   ForwardDirection(const LayerArgs<T>& args, std::size_t d, std::size_t max_members)
       : a(args), dd(args.dirs[d]) {
@@ -215,42 +238,20 @@ struct ForwardDirection {
               act.sigmoid(U, gr + H + u0);
               act.tanh(U, gr + 2 * H + u0);
               act.sigmoid(U, gr + 3 * H + u0);
-              const T *ig = gr, *fg = gr + H, *gg = gr + 2 * H;
-              for (std::size_t j = u0; j < u1; ++j) {
-                T c = fg[j] * cp[j];
-                c += ig[j] * gg[j];
-                c_next[j] = c;
-              }
+              pw.lstm_state(U, gr + u0, gr + H + u0, gr + 2 * H + u0, cp + u0, c_next + u0);
               act.tanh(U, c_next + u0, tc + u0);
-              const T* og = gr + 3 * H;
-              for (std::size_t j = u0; j < u1; ++j) {
-                const T h = og[j] * tc[j];
-                ho[j] = h;
-                hn[j] = h;
-              }
+              pw.lstm_out(U, gr + 3 * H + u0, tc + u0, ho + u0, hn + u0);
               break;
             }
             case Mode::gru: {
               const T* ghr = gh + n * G;
               T* ghn = dd.ghn + t * NH + n * H;
-              for (std::size_t j = u0; j < u1; ++j) {
-                gr[j] += ghr[j];
-                gr[H + j] += ghr[H + j];
-              }
+              pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
               act.sigmoid(U, gr + u0);
               act.sigmoid(U, gr + H + u0);
-              const T* hpr = hp + n * H;
-              T *r = gr, *z = gr + H, *nn = gr + 2 * H;
-              for (std::size_t j = u0; j < u1; ++j) {
-                ghn[j] = ghr[2 * H + j];
-                nn[j] += r[j] * ghn[j];
-              }
-              act.tanh(U, nn + u0);
-              for (std::size_t j = u0; j < u1; ++j) {
-                const T h = nn[j] + z[j] * (hpr[j] - nn[j]);
-                ho[j] = h;
-                hn[j] = h;
-              }
+              pw.gru_n(U, gr + 2 * H + u0, gr + u0, ghr + 2 * H + u0, ghn + u0);
+              act.tanh(U, gr + 2 * H + u0);
+              pw.gru_out(U, gr + 2 * H + u0, gr + H + u0, hp + n * H + u0, ho + u0, hn + u0);
               break;
             }
             case Mode::rnn_tanh:
@@ -258,11 +259,7 @@ struct ForwardDirection {
               std::copy(hn + u0, hn + u1, ho + u0);
               break;
             case Mode::rnn_relu:
-              for (std::size_t j = u0; j < u1; ++j) {
-                const T h = relu(gr[j]);
-                ho[j] = h;
-                hn[j] = h;
-              }
+              pw.relu_out(U, gr + u0, ho + u0, hn + u0);
               break;
           }
         }
@@ -315,6 +312,7 @@ struct BackwardDirection {
   ScratchBuffer state_buf;  // dh, dc, direct: (N, H) each
   T *dh, *dc, *direct;
   T* d_h;  // hidden-side gate gradients
+  PointwiseFns<T> pw = pointwise_fns<T>();
 
   BackwardDirection(const LayerArgs<T>& args, std::size_t d) : a(args), dd(args.dirs[d]) {
     H = a.hidden;
@@ -386,52 +384,26 @@ struct BackwardDirection {
       const T* g = dd.gates + t * N * G + n * G;
       T* dg = dd.d_gates + t * N * G + n * G;
       const T* dhr = dh + n * H;
+      const std::size_t U = u1 - u0;
       switch (a.mode) {
-        case Mode::lstm: {
-          const T *i = g, *f = g + H, *gg = g + 2 * H, *o = g + 3 * H;
-          const T* tc = dd.tanh_c + t * NH + n * H;
-          const T* cp = dd.cprev + t * NH + n * H;
-          T* dcr = dc + n * H;
-          for (std::size_t j = u0; j < u1; ++j) {
-            const T dct = dhr[j] * o[j] * (T(1) - tc[j] * tc[j]) + dcr[j];
-            dg[j] = dct * gg[j] * i[j] * (T(1) - i[j]);
-            dg[H + j] = dct * cp[j] * f[j] * (T(1) - f[j]);
-            dg[2 * H + j] = dct * i[j] * (T(1) - gg[j] * gg[j]);
-            dg[3 * H + j] = dhr[j] * tc[j] * o[j] * (T(1) - o[j]);
-            dcr[j] = dct * f[j];
-          }
+        case Mode::lstm:
+          pw.lstm_backward(U, dhr + u0, dc + n * H + u0, g + u0, g + H + u0, g + 2 * H + u0, g + 3 * H + u0,
+                           dd.tanh_c + t * NH + n * H + u0, dd.cprev + t * NH + n * H + u0, dg + u0, dg + H + u0,
+                           dg + 2 * H + u0, dg + 3 * H + u0);
           break;
-        }
         case Mode::gru: {
-          const T *r = g, *z = g + H, *nn = g + 2 * H;
-          const T* ghn = dd.ghn + t * NH + n * H;
-          const T* hp = dd.hprev + t * NH + n * H;
           T* dgh = dd.d_gates_h + t * N * G + n * G;
-          T* dir = direct + n * H;
-          for (std::size_t j = u0; j < u1; ++j) {
-            const T dn = dhr[j] * (T(1) - z[j]) * (T(1) - nn[j] * nn[j]);
-            const T dr = dn * ghn[j] * r[j] * (T(1) - r[j]);
-            const T dz = dhr[j] * (hp[j] - nn[j]) * z[j] * (T(1) - z[j]);
-            dg[j] = dr;
-            dg[H + j] = dz;
-            dg[2 * H + j] = dn;
-            dgh[j] = dr;
-            dgh[H + j] = dz;
-            dgh[2 * H + j] = dn * r[j];
-            dir[j] = dhr[j] * z[j];
-          }
+          pw.gru_backward(U, dhr + u0, g + u0, g + H + u0, g + 2 * H + u0, dd.ghn + t * NH + n * H + u0,
+                          dd.hprev + t * NH + n * H + u0, dg + u0, dg + H + u0, dg + 2 * H + u0, dgh + u0,
+                          dgh + H + u0, dgh + 2 * H + u0, direct + n * H + u0);
           break;
         }
-        case Mode::rnn_tanh: {
-          const T* o = a.out + t * N * ldo + n * ldo + col;
-          for (std::size_t j = u0; j < u1; ++j) dg[j] = dhr[j] * (T(1) - o[j] * o[j]);
+        case Mode::rnn_tanh:
+          pw.tanh_backward(U, dhr + u0, a.out + t * N * ldo + n * ldo + col + u0, dg + u0);
           break;
-        }
-        case Mode::rnn_relu: {
-          const T* o = a.out + t * N * ldo + n * ldo + col;
-          for (std::size_t j = u0; j < u1; ++j) dg[j] = o[j] > T(0) ? dhr[j] : T(0);
+        case Mode::rnn_relu:
+          pw.relu_backward(U, dhr + u0, a.out + t * N * ldo + n * ldo + col + u0, dg + u0);
           break;
-        }
       }
       if (a.mode != Mode::gru) {
         // nothing bypasses W_hh: the next dh starts from the output gradient alone
