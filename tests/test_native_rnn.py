@@ -111,16 +111,22 @@ def test_batch_first_no_bias_non_contiguous(mode):
         assert_close(a, b, 2e-5, mode)
 
 
-def test_dropout_between_layers_matches_reference():
-    """Training-mode inter-layer dropout: the same masks as the NumPy reference (counter generator)."""
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_dropout_between_layers_matches_reference(mode, batch_first):
+    """Training-mode inter-layer dropout: the same masks as the NumPy reference (counter generator over the
+    time-major layout), also when the layers run batch-major (batch_first)."""
     rng = np.random.default_rng(5)
-    x, hx, params = _problem(rng, "lstm", 6, 8, 10, 36, 3, True, np.float32)
-    grads = tuple(rng.standard_normal(s).astype(np.float32) for s in ((6, 8, 72), (6, 8, 36), (6, 8, 36)))
-    kw = dict(num_layers=3, bidirectional=True, dropout=0.3, training=True, seed=11)
-    ref = _run("lstm", "numpy", x, hx, params, grads, **kw)
-    got = _run("lstm", "cpu", x, hx, params, grads, **kw)
+    x, hx, params = _problem(rng, mode, 6, 8, 10, 36, 3, True, np.float32)
+    lead = (8, 6) if batch_first else (6, 8)
+    if batch_first:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    grads = tuple(rng.standard_normal(s).astype(np.float32) for s in (lead + (72,), (6, 8, 36), (6, 8, 36)))
+    kw = dict(num_layers=3, bidirectional=True, dropout=0.3, training=True, seed=11, batch_first=batch_first)
+    ref = _run(mode, "numpy", x, hx, params, grads, **kw)
+    got = _run(mode, "cpu", x, hx, params, grads, **kw)
     for a, b in zip(got, ref):
-        assert_close(a, b, 2e-5, "lstm dropout")
+        assert_close(a, b, 2e-5, f"{mode} dropout")
 
 
 @pytest.mark.parametrize("cell,gates", [("lstm_cell", 4), ("gru_cell", 3), ("rnn_cell", 1)])

@@ -43,16 +43,17 @@ T* field(const py::dict& d, const char* name, bool writable) {
 }
 
 template <class T>
-rnn::LayerArgs<T> layer_args(const std::string& mode, const py::array& x, const py::array& out,
+rnn::LayerArgs<T> layer_args(const std::string& mode, bool batch_first, const py::array& x, const py::array& out,
                              const py::list& dirs) {
   rnn::LayerArgs<T> a;
   a.mode = mode_of(mode);
   if (x.ndim() != 3 || out.ndim() != 3 || dirs.empty() || dirs.size() > 2 ||
       out.shape(2) % static_cast<py::ssize_t>(dirs.size()) != 0) {
-    throw value_error("rnn: x and out must be (T, N, *) with 1 or 2 directions");
+    throw value_error("rnn: x and out must be (T, N, *) or (N, T, *) with 1 or 2 directions");
   }
-  a.steps = static_cast<std::size_t>(x.shape(0));
-  a.batch = static_cast<std::size_t>(x.shape(1));
+  a.batch_major = batch_first;
+  a.steps = static_cast<std::size_t>(x.shape(batch_first ? 1 : 0));
+  a.batch = static_cast<std::size_t>(x.shape(batch_first ? 0 : 1));
   a.input = static_cast<std::size_t>(x.shape(2));
   a.hidden = static_cast<std::size_t>(out.shape(2)) / dirs.size();
   a.x = data_of<T>(x, "x", false);
@@ -89,25 +90,26 @@ rnn::LayerArgs<T> layer_args(const std::string& mode, const py::array& x, const 
   return a;
 }
 
-void rnn_layer_forward(const std::string& mode, const py::array& x, const py::array& out, const py::list& dirs) {
+void rnn_layer_forward(const std::string& mode, bool batch_first, const py::array& x, const py::array& out,
+                       const py::list& dirs) {
   if (float_dtype(x, "rnn", "x") == Dtype::f32) {
-    const auto a = layer_args<float>(mode, x, out, dirs);
+    const auto a = layer_args<float>(mode, batch_first, x, out, dirs);
     run_native([&] { rnn::layer_forward(a); });
   } else {
-    const auto a = layer_args<double>(mode, x, out, dirs);
+    const auto a = layer_args<double>(mode, batch_first, x, out, dirs);
     run_native([&] { rnn::layer_forward(a); });
   }
 }
 
-void rnn_layer_backward(const std::string& mode, const py::array& x, const py::array& out,
+void rnn_layer_backward(const std::string& mode, bool batch_first, const py::array& x, const py::array& out,
                         const py::object& grad_out, const py::object& grad_x, const py::list& dirs) {
   if (float_dtype(x, "rnn", "x") == Dtype::f32) {
-    auto a = layer_args<float>(mode, x, out, dirs);
+    auto a = layer_args<float>(mode, batch_first, x, out, dirs);
     a.grad_out = data_of<float>(grad_out, "grad_out", false);
     a.grad_x = data_of<float>(grad_x, "grad_x", true);
     run_native([&] { rnn::layer_backward(a); });
   } else {
-    auto a = layer_args<double>(mode, x, out, dirs);
+    auto a = layer_args<double>(mode, batch_first, x, out, dirs);
     a.grad_out = data_of<double>(grad_out, "grad_out", false);
     a.grad_x = data_of<double>(grad_x, "grad_x", true);
     run_native([&] { rnn::layer_backward(a); });
@@ -117,9 +119,11 @@ void rnn_layer_backward(const std::string& mode, const py::array& x, const py::a
 }  // namespace
 
 void bind_rnn(pybind11::module_& m) {
-  m.def("rnn_layer_forward", &rnn_layer_forward, py::arg("mode"), py::arg("x"), py::arg("out"), py::arg("dirs"),
+  m.def("rnn_layer_forward", &rnn_layer_forward, py::arg("mode"), py::arg("batch_first"), py::arg("x"), py::arg("out"),
+        py::arg("dirs"),
         "One recurrent layer over a sequence, every direction (backends/native/rnn.py builds the arguments).");
-  m.def("rnn_layer_backward", &rnn_layer_backward, py::arg("mode"), py::arg("x"), py::arg("out"),
+  m.def("rnn_layer_backward", &rnn_layer_backward, py::arg("mode"), py::arg("batch_first"), py::arg("x"),
+        py::arg("out"),
         py::arg("grad_out"), py::arg("grad_x"), py::arg("dirs"),
         "Backward through time of rnn_layer_forward, from its saved workspace.");
 }

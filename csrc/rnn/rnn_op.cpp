@@ -186,6 +186,11 @@ struct ForwardDirection {
   }
 
   std::size_t time_of(std::size_t s) const { return dd.reverse ? a.steps - 1 - s : s; }
+  // Row of (step t, batch n) in the (T*N)-row arrays: time-major, or batch-major for batch_first.
+  std::size_t row(std::size_t t, std::size_t n) const { return a.batch_major ? n * a.steps + t : t * N + n; }
+  // Elements between the rows of consecutive batch entries within one step, for rows `width` wide.
+  std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
+
 
   // One member's share of the whole time loop.
   void run(std::size_t rank, std::size_t size, SpinBarrier& barrier, T* scratch) {
@@ -194,26 +199,27 @@ struct ForwardDirection {
     const std::size_t NH = N * H;
     // the state fed into the first step
     for (std::size_t n = 0; n < N; ++n) {
-      std::copy(dd.h0 + n * H + u0, dd.h0 + n * H + u1, dd.hprev + time_of(0) * NH + n * H + u0);
+      std::copy(dd.h0 + n * H + u0, dd.h0 + n * H + u1, dd.hprev + row(time_of(0), n) * H + u0);
       if (a.mode == Mode::lstm) {
-        std::copy(dd.c0 + n * H + u0, dd.c0 + n * H + u1, dd.cprev + time_of(0) * NH + n * H + u0);
+        std::copy(dd.c0 + n * H + u0, dd.c0 + n * H + u1, dd.cprev + row(time_of(0), n) * H + u0);
       }
     }
     barrier.wait(size);
     for (std::size_t s = 0; s < a.steps; ++s) {
       const std::size_t t = time_of(s);
       const bool last = s + 1 == a.steps;
-      T* gates = dd.gates + t * N * G;
-      const T* hp = dd.hprev + t * NH;
-      T* h_next = last ? dd.h_last : dd.hprev + time_of(s + 1) * NH;
-      T* out = a.out + t * N * ldo + col;
+      T* gates = dd.gates + row(t, 0) * G;
+      const T* hp = dd.hprev + row(t, 0) * H;
+      T* h_next = last ? dd.h_last : dd.hprev + row(time_of(s + 1), 0) * H;
+      const std::size_t ld_next = last ? H : step(H);
+      T* out = a.out + row(t, 0) * ldo + col;
       if (U != 0) {
-        any_w().pack_a(N, hp, H, scratch);  // one packed h for every gate block
+        any_w().pack_a(N, hp, step(H), scratch);  // one packed h for every gate block
         if (w_all && u0 == 0 && u1 == H) {
           if (a.mode == Mode::gru) {
             w_all->multiply_packed(N, scratch, 0, G, gh, G, T(1), T(0), dd.b_hh);
           } else {
-            w_all->multiply_packed(N, scratch, 0, G, gates, G, T(1), T(1), nullptr);
+            w_all->multiply_packed(N, scratch, 0, G, gates, step(G), T(1), T(1), nullptr);
           }
         } else if (a.mode == Mode::gru) {
           for (std::size_t g = 0; g < 3; ++g) {
@@ -222,18 +228,18 @@ struct ForwardDirection {
           }
         } else {
           for (std::size_t g = 0; g < G / H; ++g) {
-            w[g]->multiply_packed(N, scratch, u0, u1, gates + g * H, G, T(1), T(1), nullptr);
+            w[g]->multiply_packed(N, scratch, u0, u1, gates + g * H, step(G), T(1), T(1), nullptr);
           }
         }
         for (std::size_t n = 0; n < N; ++n) {
-          T* gr = gates + n * G;
-          T* ho = out + n * ldo;
-          T* hn = h_next + n * H;
+          T* gr = gates + n * step(G);
+          T* ho = out + n * step(ldo);
+          T* hn = h_next + n * ld_next;
           switch (a.mode) {
             case Mode::lstm: {
-              T* c_next = (last ? dd.c_last : dd.cprev + time_of(s + 1) * NH) + n * H;
-              const T* cp = dd.cprev + t * NH + n * H;
-              T* tc = dd.tanh_c + t * NH + n * H;
+              T* c_next = last ? dd.c_last + n * H : dd.cprev + row(time_of(s + 1), n) * H;
+              const T* cp = dd.cprev + row(t, n) * H;
+              T* tc = dd.tanh_c + row(t, n) * H;
               act.sigmoid(U, gr + u0);
               act.sigmoid(U, gr + H + u0);
               act.tanh(U, gr + 2 * H + u0);
@@ -245,13 +251,13 @@ struct ForwardDirection {
             }
             case Mode::gru: {
               const T* ghr = gh + n * G;
-              T* ghn = dd.ghn + t * NH + n * H;
+              T* ghn = dd.ghn + row(t, n) * H;
               pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
               act.sigmoid(U, gr + u0);
               act.sigmoid(U, gr + H + u0);
               pw.gru_n(U, gr + 2 * H + u0, gr + u0, ghr + 2 * H + u0, ghn + u0);
               act.tanh(U, gr + 2 * H + u0);
-              pw.gru_out(U, gr + 2 * H + u0, gr + H + u0, hp + n * H + u0, ho + u0, hn + u0);
+              pw.gru_out(U, gr + 2 * H + u0, gr + H + u0, hp + n * step(H) + u0, ho + u0, hn + u0);
               break;
             }
             case Mode::rnn_tanh:
@@ -338,6 +344,11 @@ struct BackwardDirection {
   std::size_t scratch_elements() const { return w->scratch_elements(); }
   // processing order of the backward: the forward's, reversed
   std::size_t time_of(std::size_t s) const { return dd.reverse ? s : a.steps - 1 - s; }
+  // Row of (step t, batch n) in the (T*N)-row arrays: time-major, or batch-major for batch_first.
+  std::size_t row(std::size_t t, std::size_t n) const { return a.batch_major ? n * a.steps + t : t * N + n; }
+  // Elements between the rows of consecutive batch entries within one step, for rows `width` wide.
+  std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
+
 
   void run(std::size_t rank, std::size_t size, SpinBarrier& barrier, T* scratch) {
     const auto [u0, u1] = units_of(H, align(), rank, size);
@@ -352,14 +363,14 @@ struct BackwardDirection {
       if (u1 > u0) {
         // dh = grad of this step's output + what flows back from the later step
         for (std::size_t n = 0; n < N; ++n) {
-          const T* go = a.grad_out != nullptr ? a.grad_out + t * N * ldo + n * ldo + col : nullptr;
+          const T* go = a.grad_out != nullptr ? a.grad_out + row(t, n) * ldo + col : nullptr;
           for (std::size_t j = u0; j < u1; ++j) {
             dh[n * H + j] = direct[n * H + j] + (go != nullptr ? go[j] : T(0));
           }
         }
         if (s > 0) {
-          const T* dprev = d_h + time_of(s - 1) * N * G;
-          w->multiply(N, dprev, G, u0, u1, dh, H, T(1), T(1), nullptr, scratch);
+          const T* dprev = d_h + row(time_of(s - 1), 0) * G;
+          w->multiply(N, dprev, step(G), u0, u1, dh, H, T(1), T(1), nullptr, scratch);
         }
         pointwise(t, u0, u1);
       }
@@ -373,36 +384,35 @@ struct BackwardDirection {
       }
     }
     if (a.steps > 0 && u1 > u0) {
-      w->multiply(N, d_h + time_of(a.steps - 1) * N * G, G, u0, u1, dd.grad_h0, H, T(1), T(1), nullptr, scratch);
+      w->multiply(N, d_h + row(time_of(a.steps - 1), 0) * G, step(G), u0, u1, dd.grad_h0, H, T(1), T(1), nullptr, scratch);
     }
   }
 
   // Gate gradients of step t for units [u0, u1) from dh; updates dc / direct.
   void pointwise(std::size_t t, std::size_t u0, std::size_t u1) {
-    const std::size_t NH = N * H;
     for (std::size_t n = 0; n < N; ++n) {
-      const T* g = dd.gates + t * N * G + n * G;
-      T* dg = dd.d_gates + t * N * G + n * G;
+      const T* g = dd.gates + row(t, n) * G;
+      T* dg = dd.d_gates + row(t, n) * G;
       const T* dhr = dh + n * H;
       const std::size_t U = u1 - u0;
       switch (a.mode) {
         case Mode::lstm:
           pw.lstm_backward(U, dhr + u0, dc + n * H + u0, g + u0, g + H + u0, g + 2 * H + u0, g + 3 * H + u0,
-                           dd.tanh_c + t * NH + n * H + u0, dd.cprev + t * NH + n * H + u0, dg + u0, dg + H + u0,
+                           dd.tanh_c + row(t, n) * H + u0, dd.cprev + row(t, n) * H + u0, dg + u0, dg + H + u0,
                            dg + 2 * H + u0, dg + 3 * H + u0);
           break;
         case Mode::gru: {
-          T* dgh = dd.d_gates_h + t * N * G + n * G;
-          pw.gru_backward(U, dhr + u0, g + u0, g + H + u0, g + 2 * H + u0, dd.ghn + t * NH + n * H + u0,
-                          dd.hprev + t * NH + n * H + u0, dg + u0, dg + H + u0, dg + 2 * H + u0, dgh + u0,
+          T* dgh = dd.d_gates_h + row(t, n) * G;
+          pw.gru_backward(U, dhr + u0, g + u0, g + H + u0, g + 2 * H + u0, dd.ghn + row(t, n) * H + u0,
+                          dd.hprev + row(t, n) * H + u0, dg + u0, dg + H + u0, dg + 2 * H + u0, dgh + u0,
                           dgh + H + u0, dgh + 2 * H + u0, direct + n * H + u0);
           break;
         }
         case Mode::rnn_tanh:
-          pw.tanh_backward(U, dhr + u0, a.out + t * N * ldo + n * ldo + col + u0, dg + u0);
+          pw.tanh_backward(U, dhr + u0, a.out + row(t, n) * ldo + col + u0, dg + u0);
           break;
         case Mode::rnn_relu:
-          pw.relu_backward(U, dhr + u0, a.out + t * N * ldo + n * ldo + col + u0, dg + u0);
+          pw.relu_backward(U, dhr + u0, a.out + row(t, n) * ldo + col + u0, dg + u0);
           break;
       }
       if (a.mode != Mode::gru) {

@@ -75,7 +75,11 @@ template <class T>
 struct LayerArgs {
   Mode mode = Mode::lstm;
   std::size_t steps = 0, batch = 0, input = 0, hidden = 0;
-  const T* x = nullptr;     // (T, N, I) time-major
+  // The (T*N)-row arrays (x, out, grad_out, grad_x and the per-step workspace) are
+  // time-major, (T, N, *), or with batch_major (batch_first) (N, T, *): no transposing
+  // copy of the input. The states (h0, h_last, ...) are (N, H) either way.
+  bool batch_major = false;
+  const T* x = nullptr;     // (T, N, I)
   T* out = nullptr;         // (T, N, D*H): direction d writes columns [d*H, (d+1)*H)
   const T* grad_out = nullptr;  // backward: (T, N, D*H) or null (zeros)
   T* grad_x = nullptr;          // backward: (T, N, I) or null (not wanted)

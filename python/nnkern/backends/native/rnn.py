@@ -46,11 +46,13 @@ def _c(a: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
 
 @dataclass
 class _LayerWS:
-    """One layer: its (time-major, contiguous) input, its output and one dict of arrays per direction."""
+    """One layer: its contiguous input, its output ((T, N, *), or (N, T, *) when batch_first) and one dict
+    of arrays per direction."""
 
     x: np.ndarray
     out: np.ndarray
     dirs: List[dict]
+    batch_first: bool = False
 
 
 @dataclass
@@ -88,6 +90,8 @@ def _layer_backward(mode: str, lws: _LayerWS, grad_out: Optional[np.ndarray], gr
                     want_grad_x: bool):
     """Backward of one layer; returns ``(grad_x or None, [per direction: (gh0, gc0, gw_ih, gw_hh, gb_ih, gb_hh)])``."""
     t_len, n, i_size = lws.x.shape
+    if lws.batch_first:
+        t_len, n = n, t_len
     dt = lws.x.dtype
     dirs = []
     results = []
@@ -103,8 +107,8 @@ def _layer_backward(mode: str, lws: _LayerWS, grad_out: Optional[np.ndarray], gr
                   d_gates_h=_empty((t_len, n, g), dt) if mode == "gru" else None)
         dirs.append(bd)
         results.append(bd)
-    grad_x = _empty((t_len, n, i_size), dt) if want_grad_x else None
-    _native.rnn_layer_backward(mode, lws.x, lws.out, grad_out, grad_x, dirs)
+    grad_x = _empty(lws.x.shape, dt) if want_grad_x else None
+    _native.rnn_layer_backward(mode, lws.batch_first, lws.x, lws.out, grad_out, grad_x, dirs)
     return grad_x, [(r["grad_h0"], r["grad_c0"], r["grad_w_ih"], r["grad_w_hh"], r["grad_b_ih"], r["grad_b_hh"])
                     for r in results]
 
@@ -126,7 +130,7 @@ def _cell(mode: str, x, h, c, w_ih, w_hh, b_ih, b_hh):
     c_last = _empty((n, hid), dt) if mode == "lstm" else None
     d = _direction(mode, _c(w_ih, dt), _c(w_hh, dt), _c(b_ih, dt), _c(b_hh, dt), False, _c(h, dt), _c(c, dt),
                    h_last, c_last, 1, n)
-    _native.rnn_layer_forward(mode, x3, out, [d])
+    _native.rnn_layer_forward(mode, False, x3, out, [d])
     return h_last, c_last, _CellWS(mode, _LayerWS(x3, out, [d]))
 
 
@@ -170,12 +174,15 @@ def gru_cell_backward(grad_h, ws):
 # --------------------------------------------------------------------------------------- sequences
 
 def rnn_seq(mode, x, h0, c0, params, num_layers, bidirectional, batch_first, dropout, training, has_biases, seed):
-    """Multi-layer, optionally bidirectional sequence (the contract of numpy_ref.rnn.rnn_seq)."""
+    """Multi-layer, optionally bidirectional sequence (the contract of numpy_ref.rnn.rnn_seq).
+
+    With ``batch_first`` every layer reads and writes (N, T, *) arrays as they are: no transposing copy.
+    """
     dt = x.dtype
     num_dirs = 2 if bidirectional else 1
     hid = h0.shape[2]
-    layer_in = np.ascontiguousarray(x.transpose(1, 0, 2) if batch_first else x, dtype=dt)
-    t_len, n = layer_in.shape[0], layer_in.shape[1]
+    layer_in = np.ascontiguousarray(x, dtype=dt)
+    n, t_len = layer_in.shape[:2] if batch_first else layer_in.shape[1::-1]
     h0, c0 = _c(h0, dt), _c(c0, dt)
     params = [_c(p, dt) for p in params]
     per = 4 if has_biases else 2
@@ -184,7 +191,7 @@ def rnn_seq(mode, x, h0, c0, params, num_layers, bidirectional, batch_first, dro
     c_n = _empty(h_n.shape, dt) if mode == "lstm" else None
     layers, masks = [], []
     for layer in range(num_layers):
-        out = _empty((t_len, n, num_dirs * hid), dt)
+        out = _empty(layer_in.shape[:2] + (num_dirs * hid,), dt)
         dirs = []
         for d in range(num_dirs):
             k = layer * num_dirs + d
@@ -192,21 +199,21 @@ def rnn_seq(mode, x, h0, c0, params, num_layers, bidirectional, batch_first, dro
             b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
             dirs.append(_direction(mode, w[0], w[1], b_ih, b_hh, d == 1, h0[k], None if c0 is None else c0[k],
                                    h_n[k], None if c_n is None else c_n[k], t_len, n))
-        _native.rnn_layer_forward(mode, layer_in, out, dirs)
-        layers.append(_LayerWS(layer_in, out, dirs))
+        _native.rnn_layer_forward(mode, bool(batch_first), layer_in, out, dirs)
+        layers.append(_LayerWS(layer_in, out, dirs, bool(batch_first)))
         if layer < num_layers - 1:
             mask = None
             if use_dropout:
-                layer_in, mask = _native.dropout(out, float(dropout), derive(seed, layer))
+                # the mask's counters run over the time-major (T, N, D*H) layout on every backend
+                time_major = out.transpose(1, 0, 2) if batch_first else out
+                dropped, mask = _native.dropout(time_major, float(dropout), derive(seed, layer))
+                layer_in = np.ascontiguousarray(dropped.transpose(1, 0, 2)) if batch_first else dropped
             else:
                 layer_in = out
             masks.append(mask)
-    output = layers[-1].out
-    if batch_first:
-        output = np.ascontiguousarray(output.transpose(1, 0, 2))
     ws = _SeqWS(mode, num_layers, num_dirs, hid, bool(batch_first), bool(has_biases), params, h0, c0, layers,
                 masks, float(dropout) if use_dropout else 0.0)
-    return output, h_n, c_n, ws
+    return layers[-1].out, h_n, c_n, ws
 
 
 def rnn_seq_backward(grad_output, grad_h_n, grad_c_n, ws):
@@ -214,9 +221,7 @@ def rnn_seq_backward(grad_output, grad_h_n, grad_c_n, ws):
     dt = ws.layers[-1].out.dtype
     num_dirs = ws.num_dirs
     per = 4 if ws.has_biases else 2
-    d_out = None
-    if grad_output is not None:
-        d_out = np.ascontiguousarray(grad_output.transpose(1, 0, 2) if ws.batch_first else grad_output, dtype=dt)
+    d_out = None if grad_output is None else np.ascontiguousarray(grad_output, dtype=dt)
     grad_h_n, grad_c_n = _c(grad_h_n, dt), _c(grad_c_n, dt)
     grad_h0 = _empty(ws.h0.shape, dt)
     grad_c0 = _empty(ws.c0.shape, dt) if ws.mode == "lstm" else None
@@ -232,10 +237,14 @@ def rnn_seq_backward(grad_output, grad_h_n, grad_c_n, ws):
                 grad_c0[k] = gc0
             grad_params[k * per:(k + 1) * per] = [gw_ih, gw_hh, gb_ih, gb_hh][:per]
         if layer > 0 and ws.masks[layer - 1] is not None:
-            gx = _native.dropout_backward(gx, ws.masks[layer - 1], ws.dropout)
+            mask = ws.masks[layer - 1]  # time-major
+            if ws.batch_first:
+                gx = np.ascontiguousarray(
+                    _native.dropout_backward(gx.transpose(1, 0, 2), mask, ws.dropout).transpose(1, 0, 2))
+            else:
+                gx = _native.dropout_backward(gx, mask, ws.dropout)
         d_out = gx
-    grad_x = d_out.transpose(1, 0, 2) if ws.batch_first else d_out
-    return np.ascontiguousarray(grad_x), grad_h0, grad_c0, grad_params
+    return d_out, grad_h0, grad_c0, grad_params
 
 
 OPS = {
