@@ -155,3 +155,41 @@ def test_cells_match_reference(cell, gates, n):
             res[be] = [h1, *grads]
     for a, b in zip(res["cpu"], res["numpy"]):
         assert_close(a, b, 2e-5, cell)
+
+
+def test_concurrent_calls_match_serial():
+    """Python threads calling the recurrent ops at once: one gets the pool's team, the others run as a team of
+    one on their own thread (parallel_team's fallback); every result equals the serial one bit for bit."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    problems = []
+    for k in range(6):
+        mode = ("lstm", "gru", "rnn")[k % 3]
+        x, hx, params = _problem(rng, mode, 8, 16 + k, 12, 64, 1, k % 2 == 1, np.float32)
+        d = 2 if k % 2 else 1
+        grads = (rng.standard_normal((8, 16 + k, d * 64)).astype(np.float32), None, None)
+        problems.append((mode, x, hx, params, grads, dict(num_layers=1, bidirectional=k % 2 == 1)))
+    serial = [[a.tobytes() for a in _run(m, "cpu", x, hx, p, g, **kw)] for m, x, hx, p, g, kw in problems]
+    results = [None] * len(problems)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                m, x, hx, p, g, kw = problems[i]
+                got = [a.tobytes() for a in _run(m, "cpu", x, hx, p, g, **kw)]
+                if got != serial[i]:
+                    results[i] = False
+                    return
+            results[i] = True
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert all(r is True for r in results), results
