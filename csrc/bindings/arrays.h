@@ -30,10 +30,14 @@ inline Dtype float_dtype(const py::array& a, const char* op, const char* arg) {
 // The array itself when already C-contiguous, else one C-contiguous copy.
 // Not py::array::ensure: when the copy fails (a broadcast view of 2^40
 // elements cannot be allocated) it clears NumPy's MemoryError and returns an
-// empty handle, whose data pointer is null. This raises NumPy's error instead.
+// empty handle, whose data pointer is null. The same NumPy call (what ensure
+// runs), but NumPy's error is raised.
 inline py::array c_contiguous(const py::array& a) {
   if (a.flags() & py::array::c_style) return a;
-  return py::module_::import("numpy").attr("ascontiguousarray")(a);
+  PyObject* copy = py::detail::npy_api::get().PyArray_FromAny_(
+      a.ptr(), nullptr, 0, 0, py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style, nullptr);
+  if (copy == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::array>(copy);
 }
 
 // `a` as a C-contiguous array of T (a copy only when its layout or dtype

@@ -6,8 +6,13 @@ given, so that a user can fix the call without reading nnkern's source.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import os
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
 from typing import Any, Sequence
 
 import numpy as np
@@ -85,9 +90,14 @@ def arrays(op: str, **named: Any) -> dict[str, Any]:
     """Convert every non-None argument to an array (NumPy or CuPy) and check its element count."""
     conv = {k: (None if v is None else as_array(v, k, op)) for k, v in named.items()}
     for k, a in conv.items():
-        if a is not None:
+        if a is not None and a.size > MAX_ELEMENTS:
             elements_ok(op, tuple(a.shape), f"{k} shape")
     return conv
+
+
+# Views up to this many bytes are not checked against the machine's memory (the common case, kept
+# cheap); a smaller view that cannot be copied still fails with NumPy's MemoryError.
+_ALWAYS_FITS = 2**30
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,12 +127,13 @@ def _machine_memory() -> int | None:
 def memory_limit() -> int | None:
     """Bytes this process could ever hold: the machine's memory, or a lower address-space limit."""
     limit = _machine_memory()
+    if resource is None:
+        return limit
     try:
-        import resource
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
         if soft != resource.RLIM_INFINITY:
             limit = soft if limit is None else min(limit, soft)
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError):
         pass
     return limit
 
@@ -134,10 +145,12 @@ def materializable(op: str, name: str, a: Any) -> None:
     Native kernels copy such a view into contiguous memory, and an output of its size could not be
     allocated either: fail now rather than after minutes of reductions over a zero-stride view.
     """
-    if not isinstance(a, np.ndarray) or a.flags.c_contiguous:
+    if not isinstance(a, np.ndarray):
+        return
+    nbytes = a.nbytes
+    if nbytes <= _ALWAYS_FITS or a.flags.c_contiguous:
         return
     limit = memory_limit()
-    nbytes = int(a.size) * int(a.itemsize)
     if limit is not None and nbytes > limit:
         raise MemoryError(
             f"{op}: {name} is a non-contiguous view of shape {tuple(a.shape)} ({nbytes} bytes), more than "
@@ -170,9 +183,7 @@ def output_size_ok(op: str, out_hw: Sequence[int], detail: str) -> None:
 
 def elements_ok(op: str, shape_: Sequence[int], what: str = "output shape") -> None:
     """A ``ValueError`` when an array of ``shape_`` has more than ``MAX_ELEMENTS`` elements."""
-    count = 1
-    for s in shape_:
-        count *= int(s)
+    count = math.prod(map(int, shape_))
     if count > MAX_ELEMENTS:
         raise ValueError(f"{op}: the {what} {tuple(shape_)} has {count} elements, more than nnkern can index (2**62)")
 
@@ -196,7 +207,7 @@ def dispatch(op: str, backend: str | None, on_device: bool, **inputs: Any):
     """The backend module that runs ``op`` for this call, once the validated ``inputs`` (name ->
     array or None) are known to fit in memory (:func:`materializable`)."""
     for name, a in inputs.items():
-        if a is not None:
+        if a is not None and a.nbytes > _ALWAYS_FITS:
             materializable(op, name, a)
     return backends.resolve(op, backend, on_device)[1]
 
