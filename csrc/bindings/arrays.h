@@ -29,9 +29,29 @@ inline Dtype float_dtype(const py::array& a, const char* op, const char* arg) {
 }
 
 // The array itself when already C-contiguous, else one C-contiguous copy.
+// Not py::array::ensure: when the copy fails (a broadcast view of 2^40
+// elements cannot be allocated) it clears NumPy's MemoryError and returns an
+// empty handle, whose data pointer is null. The same NumPy call (what ensure
+// runs), but NumPy's error is raised.
 inline py::array c_contiguous(const py::array& a) {
   if (a.flags() & py::array::c_style) return a;
-  return py::array::ensure(a, py::array::c_style);
+  PyObject* copy = py::detail::npy_api::get().PyArray_FromAny_(
+      a.ptr(), nullptr, 0, 0, py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style, nullptr);
+  if (copy == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::array>(copy);
+}
+
+// `a` as a C-contiguous array of T (a copy only when its layout or dtype
+// differs); a failed conversion raises instead of returning an empty handle.
+template <class T>
+py::array_t<T, py::array::c_style | py::array::forcecast> c_contiguous_as(const py::array& a, const char* op,
+                                                                        const char* arg) {
+  auto converted = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(c_contiguous(a));
+  if (!converted) {
+    throw type_error(std::string(op) + ": " + arg + " could not be converted to " +
+                     py::str(py::dtype::of<T>()).cast<std::string>());
+  }
+  return converted;
 }
 
 inline ArrayView view_of(const py::array& a, Dtype dtype) {
