@@ -104,6 +104,28 @@ def _workloads(rng):
         nk.cross_entropy(vec, target, **cpu)
         nk.cross_entropy_backward(np.float32(1.0), vec, target, **cpu)
 
+    def recurrent():
+        # a small LSTM / GRU / RNN (2 layers, bidirectional, dropout) and each cell, forward and backward
+        seq = _r(rng, 5, 3, 8)
+        for mode, gates in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+            params = []
+            for layer in range(2):
+                for _ in range(2):
+                    params += [_r(rng, gates * 6, 8 if layer == 0 else 12), _r(rng, gates * 6, 6),
+                               _r(rng, gates * 6), _r(rng, gates * 6)]
+            out, _, ws = getattr(nk, mode)(seq, None, params, num_layers=2, bidirectional=True, dropout=0.2,
+                                           training=True, seed=3, return_workspace=True, **cpu)
+            back = getattr(nk, mode + "_backward")
+            back(out, None, None, ws) if mode == "lstm" else back(out, None, ws)
+            cell = getattr(nk, mode + "_cell")
+            h = _r(rng, 3, 6)
+            if mode == "lstm":
+                _, cws = cell(seq[0], (h, h), params[0], params[1], params[2], params[3], return_workspace=True, **cpu)
+                nk.lstm_cell_backward(h, h, cws)
+            else:
+                _, cws = cell(seq[0], h, params[0], params[1], params[2], params[3], return_workspace=True, **cpu)
+                getattr(nk, mode + "_cell_backward")(h, cws)
+
     def errors():
         # failed calls free what they allocated too (errors raised by native code and by validation)
         for thunk in (lambda: nk.conv2d(x, w[:, :3], **cpu), lambda: nk.relu(x.astype(np.int32), **cpu),
@@ -116,7 +138,7 @@ def _workloads(rng):
     return {
         "conv2d": conv, "max_pool2d": max_pool, "avg_pool2d": avg_pool, "adaptive_avg_pool2d": adaptive,
         "batch_norm": batch_norm, "linear": linear, "activations": activations, "softmax": softmaxes,
-        "dropout": dropout, "cross_entropy": cross_entropy, "errors": errors,
+        "dropout": dropout, "cross_entropy": cross_entropy, "recurrent": recurrent, "errors": errors,
     }
 
 
@@ -128,6 +150,8 @@ COVERS = {  # which native ops each workload runs
     "activations": [f"{n}{s}" for n in ("relu", "sigmoid", "tanh") for s in ("", "_backward")],
     "softmax": [f"{n}{s}" for n in ("softmax", "log_softmax") for s in ("", "_backward")],
     "dropout": ["dropout", "dropout_backward"], "cross_entropy": ["cross_entropy", "cross_entropy_backward"],
+    "recurrent": [f"{m}{s}" for m in ("lstm", "gru", "rnn", "lstm_cell", "gru_cell", "rnn_cell")
+                  for s in ("", "_backward")],
     "errors": [],
 }
 
