@@ -193,6 +193,9 @@ void parallel_for(std::size_t n_tasks, RangeFn fn) {
   p.run(Job{&fn, n_tasks, n_chunks, get_fp_mode()}, n_threads);
 }
 
+ScopedSerial::ScopedSerial() : previous_(t_in_chunk) { t_in_chunk = true; }
+ScopedSerial::~ScopedSerial() { t_in_chunk = previous_; }
+
 void parallel_team(std::size_t max_members, RangeFn fn) {
   if (max_members == 0) return;
   const std::size_t threads = get_num_threads();  // read once: set_num_threads may run meanwhile

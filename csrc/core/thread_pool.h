@@ -70,6 +70,21 @@ void parallel_team(std::size_t max_members, F&& fn) {
   parallel_team(max_members, RangeFn(f));
 }
 
+// While alive, every parallel_for / parallel_team on this thread runs on this
+// thread alone (with the same split, hence the same bits), as if nested: for
+// work too small to pay for waking a sleeping worker (tens of microseconds on
+// a virtual machine).
+class ScopedSerial {
+ public:
+  ScopedSerial();
+  ~ScopedSerial();
+  ScopedSerial(const ScopedSerial&) = delete;
+  ScopedSerial& operator=(const ScopedSerial&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // A reusable barrier for a team's members: wait(members) returns once
 // `members` threads (the same number at every call) have called it. Spins
 // briefly (the steps between barriers of the recurrent kernels last

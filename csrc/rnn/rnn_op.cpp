@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <optional>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -92,6 +93,18 @@ Role role_of(std::size_t dirs, std::size_t rank, std::size_t size) {
     return {d, rank / 2, (size - d + 1) / 2};
   }
   return {0, rank, size};  // with one member and two directions, the caller loops over both
+}
+
+// A whole layer below this many FLOPs runs on the calling thread alone, input
+// projection and weight gradients included: waking a sleeping worker costs
+// more (measured ~80 us on this VM for the batch-1 LSTM row) than it saves.
+constexpr double kMinParallelLayerFlops = double(1 << 24);
+
+template <class T>
+bool layer_is_small(const LayerArgs<T>& a) {
+  const double g = double(a.hidden * gate_count(a.mode));
+  return 2.0 * double(a.steps) * double(a.batch) * g * double(a.input + a.hidden) * double(a.dirs.size()) <
+         kMinParallelLayerFlops;
 }
 
 // Members to ask for: two directions run side by side; one direction is split
@@ -277,6 +290,8 @@ struct ForwardDirection {
 
 template <class T>
 void forward_typed(const LayerArgs<T>& a) {
+  std::optional<ScopedSerial> serial;
+  if (layer_is_small(a)) serial.emplace();
   const std::size_t D = a.dirs.size();
   const std::size_t H = a.hidden, N = a.batch, NH = N * H;
   if (a.steps == 0) {
@@ -286,7 +301,7 @@ void forward_typed(const LayerArgs<T>& a) {
     }
     return;
   }
-  const std::size_t threads = static_cast<std::size_t>(get_num_threads());
+  const std::size_t threads = serial ? 1 : static_cast<std::size_t>(get_num_threads());
   const std::size_t max_members = team_members(a, threads);
   std::vector<std::unique_ptr<ForwardDirection<T>>> dirs;
   ScratchBuffer bias = acquire_scratch(std::max<std::size_t>(1, H * gate_count(a.mode)) * sizeof(T));
@@ -456,11 +471,13 @@ void weight_grad(std::size_t m, std::size_t g_size, std::size_t k, const T* d, c
 
 template <class T>
 void backward_typed(const LayerArgs<T>& a) {
+  std::optional<ScopedSerial> serial;
+  if (layer_is_small(a)) serial.emplace();
   const std::size_t D = a.dirs.size();
   const std::size_t H = a.hidden, N = a.batch;
   const std::size_t G = H * gate_count(a.mode);
   const std::size_t M = a.steps * N;
-  const std::size_t threads = static_cast<std::size_t>(get_num_threads());
+  const std::size_t threads = serial ? 1 : static_cast<std::size_t>(get_num_threads());
   const std::size_t max_members = team_members(a, threads);
   std::vector<std::unique_ptr<BackwardDirection<T>>> dirs;
   for (std::size_t d = 0; d < D; ++d) dirs.push_back(std::make_unique<BackwardDirection<T>>(a, d));
