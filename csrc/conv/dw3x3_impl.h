@@ -1,0 +1,239 @@
+// The depthwise 3x3 stride-1 plane kernels of dw3x3.h, written once over a
+// vector "family" V and included by each family's source file
+// (f32_dw3x3_{scalar,avx2,avx512}.cpp), which defines V in its anonymous
+// namespace: every function here is a template of V, so each instantiation
+// has internal linkage and the AVX-512 code cannot leak into another family.
+//
+// V provides: T, vec, mask, L (lanes), kFwdRows / kWgradRows (output rows per
+// pass), zero, set1, loadu, maskz (masked load, zero elsewhere; masked-off
+// lanes are never read), fma(a, b, c) = a*b + c, add, relu (NaN passes, as
+// torch.relu), storeu, mask_store, lanes(lo, hi) (the lanes l with
+// lo <= l < hi), mand (mask and), hsum (lanes summed in a fixed order).
+//
+// Layout of the work: the output plane is cut into groups of R rows and the
+// rows into blocks of L columns. A block of R output rows reads R + 2 input
+// rows, each loaded once at column offsets -pl, 1 - pl, 2 - pl (three loads,
+// masked only in the blocks that touch the plane's left/right edges or the
+// row's tail); the nine weights stay broadcast in registers. Input rows
+// outside the plane (top/bottom padding) are skipped, which is adding zero.
+#pragma once
+
+#include <cstddef>
+
+#include "conv/dw3x3.h"
+
+namespace nnkern::conv {
+
+template <class V>
+struct Dw3x3Impl {
+  using T = typename V::T;
+  using vec = typename V::vec;
+  using mask = typename V::mask;
+  static constexpr std::ptrdiff_t L = V::L;
+  using idx = std::ptrdiff_t;
+
+  // Masks of one block of L output columns starting at x0.
+  struct Block {
+    bool full;    // every lane an output column and all three taps inside the input row: plain loads
+    mask om;      // lanes that are output columns
+    mask cm[3];   // lanes whose tap j reads inside the input row (and are output columns)
+  };
+
+  static Block block(const Dw3x3Geo& g, idx x0) {
+    Block b;
+    const idx iw = static_cast<idx>(g.iw), ow = static_cast<idx>(g.ow), pl = g.pl;
+    b.full = x0 - pl >= 0 && x0 - pl + 2 + L <= iw && x0 + L <= ow;
+    b.om = V::lanes(0, ow - x0);
+    for (idx j = 0; j < 3; ++j) b.cm[j] = V::mand(b.om, V::lanes(pl - j - x0, iw + pl - j - x0));
+    return b;
+  }
+
+  // Input rows of the group starting at output row oy0: row k (k < R + 2) is
+  // input row oy0 - pt + k; rows[k] points at its column -pl (only read
+  // through masks or inside the row), ok[k] says whether it is in the plane.
+  template <int R>
+  static void group_rows(const Dw3x3Geo& g, const T* in, idx oy0, const T** rows, bool* ok) {
+    for (int k = 0; k < R + 2; ++k) {
+      const idx iy = oy0 - g.pt + k;
+      ok[k] = iy >= 0 && iy < static_cast<idx>(g.ih);
+      rows[k] = in + (ok[k] ? iy * static_cast<idx>(g.iw) : 0) - g.pl;
+    }
+  }
+
+  template <bool M>
+  static vec load(const T* p, mask m) {
+    if constexpr (M) {
+      return V::maskz(m, p);
+    } else {
+      return V::loadu(p);
+    }
+  }
+
+  // ---- forward / grad_input
+
+  template <int R, bool AllRows, bool M>
+  static void fwd_block(const T* const* rows, const bool* ok, idx x0, const Block& b, const vec* w, vec init,
+                        const T* res, bool relu, T* out, idx ow) {
+    vec acc[R];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = init;
+    _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+      if (!AllRows && !ok[k]) continue;
+      const T* p = rows[k] + x0;
+      const vec v0 = load<M>(p, b.cm[0]), v1 = load<M>(p + 1, b.cm[1]), v2 = load<M>(p + 2, b.cm[2]);
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+        const int i = k - r;
+        if (i < 0 || i > 2) continue;
+        acc[r] = V::fma(w[3 * i], v0, acc[r]);
+        acc[r] = V::fma(w[3 * i + 1], v1, acc[r]);
+        acc[r] = V::fma(w[3 * i + 2], v2, acc[r]);
+      }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+      vec v = acc[r];
+      if (res != nullptr) v = V::add(v, load<M>(res + r * ow + x0, b.om));
+      if (relu) v = V::relu(v);
+      if constexpr (M) {
+        V::mask_store(out + r * ow + x0, b.om, v);
+      } else {
+        V::storeu(out + r * ow + x0, v);
+      }
+    }
+  }
+
+  template <int R, bool AllRows>
+  static void fwd_group(const Dw3x3Geo& g, const T* in, idx oy0, const vec* w, vec init, const T* res, bool relu,
+                        T* out) {
+    const T* rows[R + 2];
+    bool ok[R + 2];
+    group_rows<R>(g, in, oy0, rows, ok);
+    const idx ow = static_cast<idx>(g.ow);
+    const T* res_g = res != nullptr ? res + oy0 * ow : nullptr;
+    T* out_g = out + oy0 * ow;
+    for (idx x0 = 0; x0 < ow; x0 += L) {
+      const Block b = block(g, x0);
+      if (b.full) {
+        fwd_block<R, AllRows, false>(rows, ok, x0, b, w, init, res_g, relu, out_g, ow);
+      } else {
+        fwd_block<R, AllRows, true>(rows, ok, x0, b, w, init, res_g, relu, out_g, ow);
+      }
+    }
+  }
+
+  // The last rows of the plane (fewer than R), one group of n rows.
+  template <int R>
+  static void fwd_tail(const Dw3x3Geo& g, const T* in, idx oy0, idx n, const vec* w, vec init, const T* res,
+                       bool relu, T* out) {
+    if constexpr (R > 1) {
+      if (n == R - 1) {
+        fwd_group<R - 1, false>(g, in, oy0, w, init, res, relu, out);
+      } else {
+        fwd_tail<R - 1>(g, in, oy0, n, w, init, res, relu, out);
+      }
+    }
+  }
+
+  static void plane(const Dw3x3Geo& g, const T* in, const T* w9, T init, const T* res, bool relu, T* out) {
+    constexpr int R = V::kFwdRows;
+    vec w[9];
+    for (int t = 0; t < 9; ++t) w[t] = V::set1(w9[t]);
+    const vec vinit = V::set1(init);
+    const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
+    idx oy = 0;
+    for (; oy + R <= oh; oy += R) {
+      if (oy - g.pt >= 0 && oy - g.pt + R + 1 < ih) {
+        fwd_group<R, true>(g, in, oy, w, vinit, res, relu, out);
+      } else {
+        fwd_group<R, false>(g, in, oy, w, vinit, res, relu, out);
+      }
+    }
+    if (oy < oh) fwd_tail<R>(g, in, oy, oh - oy, w, vinit, res, relu, out);
+  }
+
+  // ---- weight (and bias) gradient
+
+  template <int R, bool AllRows, bool Taps, bool M>
+  static void wgrad_block(const T* const* rows, const bool* ok, const T* grad, idx x0, const Block& b, idx ow,
+                          vec* acc, vec& accb) {
+    vec gv[R];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) gv[r] = load<M>(grad + r * ow + x0, b.om);
+    if constexpr (Taps) {
+      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+        if (!AllRows && !ok[k]) continue;
+        const T* p = rows[k] + x0;
+        const vec v0 = load<M>(p, b.cm[0]), v1 = load<M>(p + 1, b.cm[1]), v2 = load<M>(p + 2, b.cm[2]);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+          const int i = k - r;
+          if (i < 0 || i > 2) continue;
+          acc[3 * i] = V::fma(gv[r], v0, acc[3 * i]);
+          acc[3 * i + 1] = V::fma(gv[r], v1, acc[3 * i + 1]);
+          acc[3 * i + 2] = V::fma(gv[r], v2, acc[3 * i + 2]);
+        }
+      }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) accb = V::add(accb, gv[r]);
+  }
+
+  template <int R, bool AllRows, bool Taps>
+  static void wgrad_group(const Dw3x3Geo& g, const T* x, const T* grad, idx oy0, vec* acc, vec& accb) {
+    const T* rows[R + 2];
+    bool ok[R + 2];
+    group_rows<R>(g, x, oy0, rows, ok);
+    const idx ow = static_cast<idx>(g.ow);
+    const T* grad_g = grad + oy0 * ow;
+    // local copies the compiler keeps in registers (vec may alias anything)
+    vec a[9];
+    vec ab = accb;
+    for (int t = 0; t < 9; ++t) a[t] = acc[t];
+    for (idx x0 = 0; x0 < ow; x0 += L) {
+      const Block b = block(g, x0);
+      if (b.full) {
+        wgrad_block<R, AllRows, Taps, false>(rows, ok, grad_g, x0, b, ow, a, ab);
+      } else {
+        wgrad_block<R, AllRows, Taps, true>(rows, ok, grad_g, x0, b, ow, a, ab);
+      }
+    }
+    for (int t = 0; t < 9; ++t) acc[t] = a[t];
+    accb = ab;
+  }
+
+  template <int R, bool Taps>
+  static void wgrad_tail(const Dw3x3Geo& g, const T* x, const T* grad, idx oy0, idx n, vec* acc, vec& accb) {
+    if constexpr (R > 1) {
+      if (n == R - 1) {
+        wgrad_group<R - 1, false, Taps>(g, x, grad, oy0, acc, accb);
+      } else {
+        wgrad_tail<R - 1, Taps>(g, x, grad, oy0, n, acc, accb);
+      }
+    }
+  }
+
+  template <bool Taps>
+  static void wgrad_plane_t(const Dw3x3Geo& g, const T* x, const T* grad, T* sums) {
+    constexpr int R = V::kWgradRows;
+    vec acc[9];
+    for (auto& a : acc) a = V::zero();
+    vec accb = V::zero();
+    const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
+    idx oy = 0;
+    for (; oy + R <= oh; oy += R) {
+      if (oy - g.pt >= 0 && oy - g.pt + R + 1 < ih) {
+        wgrad_group<R, true, Taps>(g, x, grad, oy, acc, accb);
+      } else {
+        wgrad_group<R, false, Taps>(g, x, grad, oy, acc, accb);
+      }
+    }
+    if (oy < oh) wgrad_tail<R, Taps>(g, x, grad, oy, oh - oy, acc, accb);
+    for (int t = 0; t < 9; ++t) sums[t] = Taps ? V::hsum(acc[t]) : T(0);
+    sums[9] = V::hsum(accb);
+  }
+
+  static void wgrad_plane(const Dw3x3Geo& g, const T* x, const T* grad, bool taps, T* sums) {
+    if (taps) {
+      wgrad_plane_t<true>(g, x, grad, sums);
+    } else {
+      wgrad_plane_t<false>(g, x, grad, sums);
+    }
+  }
+};
+
+}  // namespace nnkern::conv
