@@ -34,7 +34,6 @@ struct Dw3x3Impl {
 
   // Masks of one block of L output columns starting at x0.
   struct Block {
-    bool full;    // every lane an output column and all three taps inside the input row: plain loads
     mask om;      // lanes that are output columns
     mask cm[3];   // lanes whose tap j reads inside the input row (and are output columns)
   };
@@ -42,10 +41,53 @@ struct Dw3x3Impl {
   static Block block(const Dw3x3Geo& g, idx x0) {
     Block b;
     const idx iw = static_cast<idx>(g.iw), ow = static_cast<idx>(g.ow), pl = g.pl;
-    b.full = x0 - pl >= 0 && x0 - pl + 2 + L <= iw && x0 + L <= ow;
     b.om = V::lanes(0, ow - x0);
     for (idx j = 0; j < 3; ++j) b.cm[j] = V::mand(b.om, V::lanes(pl - j - x0, iw + pl - j - x0));
     return b;
+  }
+
+  // The column blocks of a plane: blocks [full_lo, full_hi) have every lane an
+  // output column and all three taps inside the input row (plain loads and
+  // stores); the others (usually one at each end) take masks, computed once
+  // per plane when there are at most kCached of them.
+  struct Cols {
+    static constexpr int kCached = 8;
+    idx nb, full_lo, full_hi;
+    bool cached;
+    Block edge[kCached];  // blocks [0, full_lo) then [full_hi, nb)
+  };
+
+  static void columns(const Dw3x3Geo& g, Cols& c) {
+    const idx iw = static_cast<idx>(g.iw), ow = static_cast<idx>(g.ow), pl = g.pl;
+    c.nb = (ow + L - 1) / L;
+    // full: x0 >= pl and x0 + L <= min(iw + pl - 2, ow)
+    c.full_lo = pl <= 0 ? 0 : (pl + L - 1) / L;
+    if (c.full_lo > c.nb) c.full_lo = c.nb;
+    const idx e = iw + pl - 2 < ow ? iw + pl - 2 : ow;
+    c.full_hi = e < 0 ? 0 : e / L;
+    if (c.full_hi < c.full_lo) c.full_hi = c.full_lo;
+    if (c.full_hi > c.nb) c.full_hi = c.nb;
+    c.cached = c.full_lo + (c.nb - c.full_hi) <= Cols::kCached;
+    if (!c.cached) return;
+    int k = 0;
+    for (idx bi = 0; bi < c.full_lo; ++bi) c.edge[k++] = block(g, bi * L);
+    for (idx bi = c.full_hi; bi < c.nb; ++bi) c.edge[k++] = block(g, bi * L);
+  }
+
+  // Calls f(x0, masks or nullptr when the block is full) for every block, left to right.
+  template <class F>
+  static void for_blocks(const Dw3x3Geo& g, const Cols& c, F&& f) {
+    Block tmp;
+    int k = 0;
+    for (idx bi = 0; bi < c.full_lo; ++bi, ++k) {
+      if (!c.cached) tmp = block(g, bi * L);
+      f(bi * L, c.cached ? &c.edge[k] : &tmp);
+    }
+    for (idx bi = c.full_lo; bi < c.full_hi; ++bi) f(bi * L, static_cast<const Block*>(nullptr));
+    for (idx bi = c.full_hi; bi < c.nb; ++bi, ++k) {
+      if (!c.cached) tmp = block(g, bi * L);
+      f(bi * L, c.cached ? &c.edge[k] : &tmp);
+    }
   }
 
   // Input rows of the group starting at output row oy0: row k (k < R + 2) is
@@ -101,33 +143,32 @@ struct Dw3x3Impl {
   }
 
   template <int R, bool AllRows>
-  static void fwd_group(const Dw3x3Geo& g, const T* in, idx oy0, const vec* w, vec init, const T* res, bool relu,
-                        T* out) {
+  static void fwd_group(const Dw3x3Geo& g, const Cols& c, const T* in, idx oy0, const vec* w, vec init,
+                        const T* res, bool relu, T* out) {
     const T* rows[R + 2];
     bool ok[R + 2];
     group_rows<R>(g, in, oy0, rows, ok);
     const idx ow = static_cast<idx>(g.ow);
     const T* res_g = res != nullptr ? res + oy0 * ow : nullptr;
     T* out_g = out + oy0 * ow;
-    for (idx x0 = 0; x0 < ow; x0 += L) {
-      const Block b = block(g, x0);
-      if (b.full) {
-        fwd_block<R, AllRows, false>(rows, ok, x0, b, w, init, res_g, relu, out_g, ow);
+    for_blocks(g, c, [&](idx x0, const Block* b) {
+      if (b == nullptr) {
+        fwd_block<R, AllRows, false>(rows, ok, x0, c.edge[0], w, init, res_g, relu, out_g, ow);
       } else {
-        fwd_block<R, AllRows, true>(rows, ok, x0, b, w, init, res_g, relu, out_g, ow);
+        fwd_block<R, AllRows, true>(rows, ok, x0, *b, w, init, res_g, relu, out_g, ow);
       }
-    }
+    });
   }
 
   // The last rows of the plane (fewer than R), one group of n rows.
   template <int R>
-  static void fwd_tail(const Dw3x3Geo& g, const T* in, idx oy0, idx n, const vec* w, vec init, const T* res,
-                       bool relu, T* out) {
+  static void fwd_tail(const Dw3x3Geo& g, const Cols& c, const T* in, idx oy0, idx n, const vec* w, vec init,
+                       const T* res, bool relu, T* out) {
     if constexpr (R > 1) {
       if (n == R - 1) {
-        fwd_group<R - 1, false>(g, in, oy0, w, init, res, relu, out);
+        fwd_group<R - 1, false>(g, c, in, oy0, w, init, res, relu, out);
       } else {
-        fwd_tail<R - 1>(g, in, oy0, n, w, init, res, relu, out);
+        fwd_tail<R - 1>(g, c, in, oy0, n, w, init, res, relu, out);
       }
     }
   }
@@ -137,16 +178,18 @@ struct Dw3x3Impl {
     vec w[9];
     for (int t = 0; t < 9; ++t) w[t] = V::set1(w9[t]);
     const vec vinit = V::set1(init);
+    Cols c;
+    columns(g, c);
     const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
     idx oy = 0;
     for (; oy + R <= oh; oy += R) {
       if (oy - g.pt >= 0 && oy - g.pt + R + 1 < ih) {
-        fwd_group<R, true>(g, in, oy, w, vinit, res, relu, out);
+        fwd_group<R, true>(g, c, in, oy, w, vinit, res, relu, out);
       } else {
-        fwd_group<R, false>(g, in, oy, w, vinit, res, relu, out);
+        fwd_group<R, false>(g, c, in, oy, w, vinit, res, relu, out);
       }
     }
-    if (oy < oh) fwd_tail<R>(g, in, oy, oh - oy, w, vinit, res, relu, out);
+    if (oy < oh) fwd_tail<R>(g, c, in, oy, oh - oy, w, vinit, res, relu, out);
   }
 
   // ---- weight (and bias) gradient
@@ -174,7 +217,8 @@ struct Dw3x3Impl {
   }
 
   template <int R, bool AllRows, bool Taps>
-  static void wgrad_group(const Dw3x3Geo& g, const T* x, const T* grad, idx oy0, vec* acc, vec& accb) {
+  static void wgrad_group(const Dw3x3Geo& g, const Cols& c, const T* x, const T* grad, idx oy0, vec* acc,
+                          vec& accb) {
     const T* rows[R + 2];
     bool ok[R + 2];
     group_rows<R>(g, x, oy0, rows, ok);
@@ -184,25 +228,25 @@ struct Dw3x3Impl {
     vec a[9];
     vec ab = accb;
     for (int t = 0; t < 9; ++t) a[t] = acc[t];
-    for (idx x0 = 0; x0 < ow; x0 += L) {
-      const Block b = block(g, x0);
-      if (b.full) {
-        wgrad_block<R, AllRows, Taps, false>(rows, ok, grad_g, x0, b, ow, a, ab);
+    for_blocks(g, c, [&](idx x0, const Block* b) {
+      if (b == nullptr) {
+        wgrad_block<R, AllRows, Taps, false>(rows, ok, grad_g, x0, c.edge[0], ow, a, ab);
       } else {
-        wgrad_block<R, AllRows, Taps, true>(rows, ok, grad_g, x0, b, ow, a, ab);
+        wgrad_block<R, AllRows, Taps, true>(rows, ok, grad_g, x0, *b, ow, a, ab);
       }
-    }
+    });
     for (int t = 0; t < 9; ++t) acc[t] = a[t];
     accb = ab;
   }
 
   template <int R, bool Taps>
-  static void wgrad_tail(const Dw3x3Geo& g, const T* x, const T* grad, idx oy0, idx n, vec* acc, vec& accb) {
+  static void wgrad_tail(const Dw3x3Geo& g, const Cols& c, const T* x, const T* grad, idx oy0, idx n, vec* acc,
+                         vec& accb) {
     if constexpr (R > 1) {
       if (n == R - 1) {
-        wgrad_group<R - 1, false, Taps>(g, x, grad, oy0, acc, accb);
+        wgrad_group<R - 1, false, Taps>(g, c, x, grad, oy0, acc, accb);
       } else {
-        wgrad_tail<R - 1, Taps>(g, x, grad, oy0, n, acc, accb);
+        wgrad_tail<R - 1, Taps>(g, c, x, grad, oy0, n, acc, accb);
       }
     }
   }
@@ -213,16 +257,18 @@ struct Dw3x3Impl {
     vec acc[9];
     for (auto& a : acc) a = V::zero();
     vec accb = V::zero();
+    Cols c;
+    columns(g, c);
     const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
     idx oy = 0;
     for (; oy + R <= oh; oy += R) {
       if (oy - g.pt >= 0 && oy - g.pt + R + 1 < ih) {
-        wgrad_group<R, true, Taps>(g, x, grad, oy, acc, accb);
+        wgrad_group<R, true, Taps>(g, c, x, grad, oy, acc, accb);
       } else {
-        wgrad_group<R, false, Taps>(g, x, grad, oy, acc, accb);
+        wgrad_group<R, false, Taps>(g, c, x, grad, oy, acc, accb);
       }
     }
-    if (oy < oh) wgrad_tail<R, Taps>(g, x, grad, oy, oh - oy, acc, accb);
+    if (oy < oh) wgrad_tail<R, Taps>(g, c, x, grad, oy, oh - oy, acc, accb);
     for (int t = 0; t < 9; ++t) sums[t] = Taps ? V::hsum(acc[t]) : T(0);
     sums[9] = V::hsum(accb);
   }
