@@ -78,6 +78,9 @@ def main() -> None:
         "grad_bias": (nk_bwd((False, False, True)), th_bwd((False, False, True))),
         "C5b fwd+bwd": (nk_c5b, th_c5b),
     }
+    # the bandwidth reference: one 12.8 MB copy (read x, write y), NumPy (1 thread) | torch (its threads)
+    ybuf, tybuf = np.empty_like(x), torch.empty_like(tx)
+    pairs["copy 12.8 MB"] = (lambda: np.copyto(ybuf, x), lambda: tybuf.copy_(tx))
     # correctness cross-check of the timed calls
     got = F.conv2d(x, w, b, padding=1, groups=c, backend="cpu")
     np.testing.assert_allclose(got, th_fwd().numpy(), rtol=1e-4, atol=1e-4)
@@ -102,14 +105,20 @@ def main() -> None:
             for i, fn in enumerate(fns):
                 time.sleep(args.settle)
                 times[name][i].append(sample(fn, iters[name][i]))
-    mb = (x.nbytes + gy.nbytes) / 1e6
+    # bytes each part must move at least: the forward and grad_input read one 12.8 MB tensor and write one,
+    # grad_weight reads two, grad_bias one, the whole backward three and writes one, C5b five and two
+    plane = x.nbytes / 1e6
+    moved = {"C5 fwd": 2, "bwd all": 4, "grad_input": 2, "grad_weight": 2, "grad_bias": 1, "C5b fwd+bwd": 6,
+             "copy 12.8 MB": 2}
+    copy_ms = statistics.median(times["copy 12.8 MB"][1])
     print(f"threads={args.threads} rounds={args.rounds} isa={nnkern._cpu.isa()}")
-    print(f"{'part':<14}{'nnkern ms':>11}{'torch ms':>10}{'ratio':>8}{'nk GB/s*':>10}")
+    print(f"{'part':<14}{'nnkern ms':>11}{'torch ms':>10}{'ratio':>8}{'nk GB/s':>9}{'% of copy':>11}")
     for name in pairs:
         a, t = statistics.median(times[name][0]), statistics.median(times[name][1])
-        # GB/s for the forward: x read once + y written once (12.8 MB each)
-        gbs = f"{mb / a:.1f}" if name == "C5 fwd" else ""
-        print(f"{name:<14}{a:>11.3f}{t:>10.3f}{t / a:>8.2f}{gbs:>10}")
+        gbs = moved[name] * plane / a
+        print(f"{name:<14}{a:>11.3f}{t:>10.3f}{t / a:>8.2f}{gbs:>9.1f}{100 * gbs / (2 * plane / copy_ms):>10.0f}%")
+    print("copy row: nnkern column = NumPy copyto (1 thread), torch column = Tensor.copy_; "
+          "% of copy = GB/s against torch's copy")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ tiles, no/asymmetric padding, rows of more than 16 tiles, several tile blocks; g
 conv when padding <= 2), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
 one image and tiles spanning images, several tiles per image, one input channel per group (depthwise and
 channel multipliers: the direct row kernels) with output rows around the vector widths (8, 16), strides
-1/2/3, dilation, asymmetric padding, and the fused epilogue. Results are compared
+1/2/3, dilation, asymmetric padding, and the fused epilogue; depthwise 3x3 stride 1 (the whole-plane
+kernels of csrc/conv/dw3x3_impl.h) at widths 1, 2, 15, 17, 33, 70, heights 1..5, padding 0..3 and beyond
+the plane, channel multipliers, and both backward schedules (grad_input fused with grad_weight per
+channel, or separate passes). Results are compared
 with the float64 NumPy reference; thread counts 1 and 2 and reruns must give identical bits.
 """
 import numpy as np
@@ -42,6 +45,7 @@ CASES = {
     "dw3x3 s1 width 33 height 4 asym pad": (1, 3, 4, 33, 3, 3, 3, (1, 1), (2, 0, 0, 2), (1, 1), 3),
     "dw3x3 s1 padding 3 (grad_input crops)": (2, 2, 5, 16, 2, 3, 3, (1, 1), (3, 1, 0, 4), (1, 1), 2),
     "dw3x3 s1 wide rows": (1, 2, 6, 70, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+    "dw3x3 s1 huge padding (masks per block)": (1, 2, 4, 5, 2, 3, 3, (1, 1), (9, 0, 70, 75), (1, 1), 2),
     "dw3x3 s1 channel multiplier": (2, 3, 5, 17, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3),
     "dw3x3 s1 six channels": (2, 6, 7, 19, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 6),
     "dw3x3 s1 many channels": (3, 16, 9, 40, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16),

@@ -151,6 +151,10 @@ struct Dw3x3Impl {
     const idx ow = static_cast<idx>(g.ow);
     const T* res_g = res != nullptr ? res + oy0 * ow : nullptr;
     T* out_g = out + oy0 * ow;
+    if constexpr (V::kShift) {
+      fwd_group_shifted<R, AllRows>(g, rows, ok, w, init, res_g, relu, out_g);
+      return;
+    }
     for_blocks(g, c, [&](idx x0, const Block* b) {
       if (b == nullptr) {
         fwd_block<R, AllRows, false>(rows, ok, x0, c.edge[0], w, init, res_g, relu, out_g, ow);
@@ -158,6 +162,60 @@ struct Dw3x3Impl {
         fwd_block<R, AllRows, true>(rows, ok, x0, *b, w, init, res_g, relu, out_g, ow);
       }
     });
+  }
+
+  // Families with V::kShift (a cheap lane shift): each input row is loaded
+  // once per block, at the centre tap (columns x0 - pl + 1 + lane); its -1 / +1
+  // taps are that vector with the last lane of the previous block's / the
+  // first lane of the next block's vector shifted in. Unaligned loads split
+  // cache lines: one load per row and block instead of three. Loads and stores
+  // are masked to the plane (masks of all ones inside it); the products and
+  // sums are those of fwd_block, so the bits are the same.
+  //
+  // centre_mask(x0): the lanes of the centre vector of block x0 inside the row.
+  static mask centre_mask(const Dw3x3Geo& g, idx x0) {
+    const idx c0 = x0 - g.pl + 1;
+    return V::lanes(-c0, static_cast<idx>(g.iw) - c0);
+  }
+
+  template <int R, bool AllRows>
+  static void fwd_group_shifted(const Dw3x3Geo& g, const T* const* rows, const bool* ok, const vec* w, vec init,
+                                const T* res, bool relu, T* out) {
+    const idx ow = static_cast<idx>(g.ow);
+    vec prev[R + 2] = {}, cur[R + 2] = {};  // rows outside the plane stay unread
+    {
+      const mask mp = V::mand(centre_mask(g, -L), V::last_lane()), mc = centre_mask(g, 0);
+      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+        if (!AllRows && !ok[k]) continue;
+        prev[k] = V::maskz(mp, rows[k] + 1 - L);
+        cur[k] = V::maskz(mc, rows[k] + 1);
+      }
+    }
+    for (idx x0 = 0; x0 < ow; x0 += L) {
+      const mask mn = centre_mask(g, x0 + L), om = V::lanes(0, ow - x0);
+      vec acc[R];
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = init;
+      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+        if (!AllRows && !ok[k]) continue;
+        const vec next = V::maskz(mn, rows[k] + 1 + x0 + L);
+        const vec v0 = V::shift_in_prev(cur[k], prev[k]), v1 = cur[k], v2 = V::shift_in_next(next, cur[k]);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+          const int i = k - r;
+          if (i < 0 || i > 2) continue;
+          acc[r] = V::fma(w[3 * i], v0, acc[r]);
+          acc[r] = V::fma(w[3 * i + 1], v1, acc[r]);
+          acc[r] = V::fma(w[3 * i + 2], v2, acc[r]);
+        }
+        prev[k] = v1;
+        cur[k] = next;
+      }
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+        vec v = acc[r];
+        if (res != nullptr) v = V::add(v, V::maskz(om, res + r * ow + x0));
+        if (relu) v = V::relu(v);
+        V::mask_store(out + r * ow + x0, om, v);
+      }
+    }
   }
 
   // The last rows of the plane (fewer than R), one group of n rows.
@@ -228,15 +286,66 @@ struct Dw3x3Impl {
     vec a[9];
     vec ab = accb;
     for (int t = 0; t < 9; ++t) a[t] = acc[t];
-    for_blocks(g, c, [&](idx x0, const Block* b) {
-      if (b == nullptr) {
-        wgrad_block<R, AllRows, Taps, false>(rows, ok, grad_g, x0, c.edge[0], ow, a, ab);
-      } else {
-        wgrad_block<R, AllRows, Taps, true>(rows, ok, grad_g, x0, *b, ow, a, ab);
-      }
-    });
+    if constexpr (V::kShift) {
+      wgrad_group_shifted<R, AllRows, Taps>(g, rows, ok, grad_g, a, ab);
+    } else {
+      for_blocks(g, c, [&](idx x0, const Block* b) {
+        if (b == nullptr) {
+          wgrad_block<R, AllRows, Taps, false>(rows, ok, grad_g, x0, c.edge[0], ow, a, ab);
+        } else {
+          wgrad_block<R, AllRows, Taps, true>(rows, ok, grad_g, x0, *b, ow, a, ab);
+        }
+      });
+    }
     for (int t = 0; t < 9; ++t) acc[t] = a[t];
     accb = ab;
+  }
+
+  // wgrad_block with each x row loaded once per block (fwd_group_shifted's
+  // scheme); in the row's last block the x lanes past the output row are
+  // zeroed, as wgrad_block's masks do (x * 0 stays 0 even if x is inf).
+  template <int R, bool AllRows, bool Taps>
+  static void wgrad_group_shifted(const Dw3x3Geo& g, const T* const* rows, const bool* ok, const T* grad, vec* acc,
+                                  vec& accb) {
+    const idx ow = static_cast<idx>(g.ow);
+    vec prev[R + 2] = {}, cur[R + 2] = {};  // rows outside the plane stay unread
+    if constexpr (Taps) {
+      const mask mp = V::mand(centre_mask(g, -L), V::last_lane()), mc = centre_mask(g, 0);
+      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+        if (!AllRows && !ok[k]) continue;
+        prev[k] = V::maskz(mp, rows[k] + 1 - L);
+        cur[k] = V::maskz(mc, rows[k] + 1);
+      }
+    }
+    for (idx x0 = 0; x0 < ow; x0 += L) {
+      const mask om = V::lanes(0, ow - x0);
+      const bool tail = x0 + L > ow;
+      vec gv[R];
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) gv[r] = V::maskz(om, grad + r * ow + x0);
+      if constexpr (Taps) {
+        const mask mn = centre_mask(g, x0 + L);
+        _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+          if (!AllRows && !ok[k]) continue;
+          const vec next = V::maskz(mn, rows[k] + 1 + x0 + L);
+          vec v0 = V::shift_in_prev(cur[k], prev[k]), v1 = cur[k], v2 = V::shift_in_next(next, cur[k]);
+          prev[k] = cur[k];
+          cur[k] = next;
+          if (tail) {
+            v0 = V::keep(om, v0);
+            v1 = V::keep(om, v1);
+            v2 = V::keep(om, v2);
+          }
+          _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+            const int i = k - r;
+            if (i < 0 || i > 2) continue;
+            acc[3 * i] = V::fma(gv[r], v0, acc[3 * i]);
+            acc[3 * i + 1] = V::fma(gv[r], v1, acc[3 * i + 1]);
+            acc[3 * i + 2] = V::fma(gv[r], v2, acc[3 * i + 2]);
+          }
+        }
+      }
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) accb = V::add(accb, gv[r]);
+    }
   }
 
   template <int R, bool Taps>

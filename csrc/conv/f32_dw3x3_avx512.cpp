@@ -34,6 +34,19 @@ struct V512 {
   }
   static mask mand(mask a, mask b) { return _kand_mask16(a, b); }
   static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
+  // full-row blocks shift the +-1 taps in from the neighbour vectors (valignd)
+  static constexpr bool kShift = true;
+  static mask first_lane() { return _cvtu32_mask16(1u); }
+  static mask last_lane() { return _cvtu32_mask16(0x8000u); }
+  static vec keep(mask m, vec v) { return _mm512_maskz_mov_ps(m, v); }
+  // [prev[15], cur[0..14]]
+  static vec shift_in_prev(vec cur, vec prev) {
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+  }
+  // [cur[1..15], next[0]]
+  static vec shift_in_next(vec next, vec cur) {
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(cur), 1));
+  }
 };
 
 }  // namespace
