@@ -8,14 +8,21 @@
 // pass), zero, set1, loadu, maskz (masked load, zero elsewhere; masked-off
 // lanes are never read), fma(a, b, c) = a*b + c, add, relu (NaN passes, as
 // torch.relu), storeu, mask_store, lanes(lo, hi) (the lanes l with
-// lo <= l < hi), mand (mask and), hsum (lanes summed in a fixed order).
+// lo <= l < hi), mand (mask and), hsum (lanes summed in a fixed order),
+// kShift; and when kShift: first_lane, last_lane (masks), shift_in_prev,
+// shift_in_next (one-lane shifts across two vectors), keep (zero lanes
+// outside a mask).
 //
 // Layout of the work: the output plane is cut into groups of R rows and the
 // rows into blocks of L columns. A block of R output rows reads R + 2 input
-// rows, each loaded once at column offsets -pl, 1 - pl, 2 - pl (three loads,
-// masked only in the blocks that touch the plane's left/right edges or the
-// row's tail); the nine weights stay broadcast in registers. Input rows
-// outside the plane (top/bottom padding) are skipped, which is adding zero.
+// rows; the nine weights stay broadcast in registers. Input rows outside the
+// plane (top/bottom padding) are skipped, which is adding zero. Each input
+// row is, per block:
+//  - kShift (AVX-512): loaded once at the centre tap, the -1 / +1 taps shifted
+//    in from the neighbouring blocks' vectors (fwd_group_shifted);
+//  - otherwise: loaded three times, at column offsets -pl, 1 - pl, 2 - pl,
+//    masked only in the blocks that touch the row's ends (fwd_block).
+// Both give the same products summed in the same order.
 #pragma once
 
 #include <cstddef>
@@ -237,7 +244,7 @@ struct Dw3x3Impl {
     for (int t = 0; t < 9; ++t) w[t] = V::set1(w9[t]);
     const vec vinit = V::set1(init);
     Cols c;
-    columns(g, c);
+    if constexpr (!V::kShift) columns(g, c);  // the shifted path masks every block itself
     const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
     idx oy = 0;
     for (; oy + R <= oh; oy += R) {
@@ -367,7 +374,7 @@ struct Dw3x3Impl {
     for (auto& a : acc) a = V::zero();
     vec accb = V::zero();
     Cols c;
-    columns(g, c);
+    if constexpr (!V::kShift) columns(g, c);  // the shifted path masks every block itself
     const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
     idx oy = 0;
     for (; oy + R <= oh; oy += R) {
