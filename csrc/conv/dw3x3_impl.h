@@ -9,7 +9,7 @@
 // lanes are never read), fma(a, b, c) = a*b + c, add, relu (NaN passes, as
 // torch.relu), storeu, mask_store, lanes(lo, hi) (the lanes l with
 // lo <= l < hi), mand (mask and), hsum (lanes summed in a fixed order),
-// kShift; and when kShift: first_lane, last_lane (masks), shift_in_prev,
+// kReluAfter (ReLU in a separate pass over the plane), kShift; and when kShift: first_lane, last_lane (masks), shift_in_prev,
 // shift_in_next (one-lane shifts across two vectors), keep (zero lanes
 // outside a mask).
 //
@@ -246,15 +246,22 @@ struct Dw3x3Impl {
     Cols c;
     if constexpr (!V::kShift) columns(g, c);  // the shifted path masks every block itself
     const idx oh = static_cast<idx>(g.oh), ih = static_cast<idx>(g.ih);
+    // V::kReluAfter (one lane per vector): a data-dependent select per element
+    // compiles to a mispredicted branch; a separate loop over the plane vectorizes
+    const bool relu_here = relu && !V::kReluAfter;
     idx oy = 0;
     for (; oy + R <= oh; oy += R) {
       if (oy - g.pt >= 0 && oy - g.pt + R + 1 < ih) {
-        fwd_group<R, true>(g, c, in, oy, w, vinit, res, relu, out);
+        fwd_group<R, true>(g, c, in, oy, w, vinit, res, relu_here, out);
       } else {
-        fwd_group<R, false>(g, c, in, oy, w, vinit, res, relu, out);
+        fwd_group<R, false>(g, c, in, oy, w, vinit, res, relu_here, out);
       }
     }
-    if (oy < oh) fwd_tail<R>(g, c, in, oy, oh - oy, w, vinit, res, relu, out);
+    if (oy < oh) fwd_tail<R>(g, c, in, oy, oh - oy, w, vinit, res, relu_here, out);
+    if constexpr (V::kReluAfter) {
+      const idx n = relu ? oh * static_cast<idx>(g.ow) : 0;
+      for (idx i = 0; i < n; ++i) out[i] = V::relu(out[i]);
+    }
   }
 
   // ---- weight (and bias) gradient

@@ -14,6 +14,7 @@ struct Scalar {
   static constexpr int L = 1;
   static constexpr int kFwdRows = 4;
   static constexpr int kWgradRows = 2;
+  static constexpr bool kReluAfter = true;
   static constexpr bool kShift = false;  // no cheap lane shift: three loads per row
   static vec zero() { return T(0); }
   static vec set1(T v) { return v; }

@@ -16,6 +16,7 @@ struct V256 {
   static constexpr int L = 8;
   static constexpr int kFwdRows = 3;
   static constexpr int kWgradRows = 2;
+  static constexpr bool kReluAfter = false;
   static constexpr bool kShift = false;  // no cheap lane shift: three loads per row
   static vec zero() { return _mm256_setzero_ps(); }
   static vec set1(float v) { return _mm256_set1_ps(v); }

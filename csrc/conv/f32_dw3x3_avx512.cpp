@@ -16,6 +16,7 @@ struct V512 {
   static constexpr int L = 16;
   static constexpr int kFwdRows = 4;
   static constexpr int kWgradRows = 4;
+  static constexpr bool kReluAfter = false;
   static vec zero() { return _mm512_setzero_ps(); }
   static vec set1(float v) { return _mm512_set1_ps(v); }
   static vec loadu(const float* p) { return _mm512_loadu_ps(p); }
