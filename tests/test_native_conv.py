@@ -7,8 +7,8 @@ one image and tiles spanning images, several tiles per image, one input channel 
 channel multipliers: the direct row kernels) with output rows around the vector widths (8, 16), strides
 1/2/3, dilation, asymmetric padding, and the fused epilogue; depthwise 3x3 stride 1 (the whole-plane
 kernels of csrc/conv/dw3x3_impl.h) at widths 1, 2, 15, 17, 33, 70, heights 1..5, padding 0..3 and beyond
-the plane, channel multipliers, and both backward schedules (grad_input fused with grad_weight per
-channel, or separate passes). Results are compared
+the plane, channel multipliers, non-contiguous inputs, and every output mask of the backward (one pass
+computes the requested gradients: the bits must not depend on the mask). Results are compared
 with the float64 NumPy reference; thread counts 1 and 2 and reruns must give identical bits.
 """
 import numpy as np
@@ -49,6 +49,7 @@ CASES = {
     "dw3x3 s1 channel multiplier": (2, 3, 5, 17, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3),
     "dw3x3 s1 six channels": (2, 6, 7, 19, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 6),
     "dw3x3 s1 many channels": (3, 16, 9, 40, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16),
+    "dw3x3 s1 channel multiplier, padding 0": (3, 4, 6, 18, 12, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 4),
     "dw3x3 d2 (row kernels)": (2, 3, 9, 20, 3, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 3),
     "depthwise 5x5 d2 asym": (1, 3, 16, 16, 3, 5, 5, (1, 1), (3, 1, 0, 4), (2, 2), 3),
     "depthwise s3 width 1": (2, 3, 7, 1, 3, 3, 1, (3, 1), (1, 1, 0, 0), (1, 1), 3),
@@ -131,7 +132,6 @@ def test_against_reference(isa, dtype, case):
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
-                                  # 1 thread: grad_input and grad_weight fused per channel; 2 threads: separate passes
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier"])
 def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
@@ -157,7 +157,8 @@ def test_output_mask_and_non_contiguous_input():
 
 
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
-@pytest.mark.parametrize("case", ["dw3x3 s1 width 33 height 4 asym pad", "depthwise 3x3 s2 w33"])
+@pytest.mark.parametrize("case", ["dw3x3 s1 width 33 height 4 asym pad", "dw3x3 s1 channel multiplier, padding 0",
+                                  "depthwise 3x3 s2 w33"])
 def test_depthwise_non_contiguous_input_and_output_mask(isa, case):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=3)
     stride, pad, dil, groups = geo

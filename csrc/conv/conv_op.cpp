@@ -596,30 +596,14 @@ void dw3x3_grad_input_plane(const Plan& pl, conv::Dw3x3PlaneFn<T> kernel, const 
   }
 }
 
-// acc[0..9) += the tap sums of plane (n, o), acc[9] += its grad_output sum.
-template <class T>
-void dw3x3_wgrad_add(const Plan& pl, conv::Dw3x3WgradPlaneFn<T> kernel, const conv::Dw3x3Geo& geo, const T* go,
-                     const T* x, size_t n, size_t o, bool taps, double* acc) {
-  const ConvGeometry& g = pl.g;
-  T sums[10];
-  kernel(geo, x + (n * g.c + o / pl.og) * pl.hw, go + (n * g.o + o) * pl.p, taps, sums);
-  for (size_t k = 0; k < 10; ++k) acc[k] += static_cast<double>(sums[k]);
-}
-
-template <class T>
-void dw3x3_store_wgrad(const double* acc, size_t o, T* gw, T* gb) {
-  if (gw != nullptr) {
-    for (size_t k = 0; k < 9; ++k) gw[o * 9 + k] = static_cast<T>(acc[k]);
-  }
-  if (gb != nullptr) gb[o] = static_cast<T>(acc[9]);
-}
-
-// grad_weight / grad_bias of channel o: per image, one pass over its x and
-// grad_output planes (float lane sums in a shape-fixed order), the images
-// added in double in order. With grad_input too and channels enough for every
-// thread, one task per input channel does both while the planes are in cache
-// (grad_output is read from memory once). The bits of every output depend on
-// neither the thread count nor which of the two schedules ran.
+// grad_input, grad_weight and grad_bias in one pass over the planes: task
+// (n, c) writes grad_input plane (n, c) and, for each output channel o of
+// input channel c, the tap sums of (x, grad_output) planes (n, o) and the sum
+// of grad_output plane (n, o) (float lane sums in a shape-fixed order) into
+// part[n][o][0..10). The planes are walked in memory order and grad_output is
+// read from memory once (the weight pass finds it in cache). Then each
+// channel adds its images' sums in double, in image order: the bits of every
+// output depend on neither the thread count nor the output mask.
 template <class T>
 void dw3x3_backward(const Plan& pl, const T* go, const T* x, const T* w, T* gx, T* gw, T* gb) {
   const ConvGeometry& g = pl.g;
@@ -627,34 +611,30 @@ void dw3x3_backward(const Plan& pl, const T* go, const T* x, const T* w, T* gx, 
   const auto wgrad = dw3x3_wgrad(T());
   const conv::Dw3x3Geo gi_geo = dw3x3_grad_input_geo(g), wg_geo = dw3x3_forward_geo(g);
   const bool want_w = gw != nullptr || gb != nullptr, taps = gw != nullptr;
-  const bool fused = gx != nullptr && want_w && g.c >= 4 * static_cast<size_t>(get_num_threads());
-  if (fused) {
-    parallel_for(g.c, [&](size_t first, size_t last) {
-      std::vector<double> acc(pl.og * 10);
-      for (size_t c = first; c < last; ++c) {
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (size_t n = 0; n < g.n; ++n) {
-          dw3x3_grad_input_plane(pl, fwd, gi_geo, go, w, n, c, gx);
-          for (size_t q = 0; q < pl.og; ++q) {
-            dw3x3_wgrad_add(pl, wgrad, wg_geo, go, x, n, c * pl.og + q, taps, acc.data() + q * 10);
-          }
-        }
-        for (size_t q = 0; q < pl.og; ++q) dw3x3_store_wgrad(acc.data() + q * 10, c * pl.og + q, gw, gb);
+  constexpr size_t kSums = 10;
+  ScratchBuffer scratch = acquire_scratch(want_w ? std::max<size_t>(1, g.n * g.o * kSums) * sizeof(T) : 1);
+  T* const part = scratch.as<T>();
+  parallel_for(g.n * g.c, [&](size_t first, size_t last) {
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.c, c = t % g.c;
+      if (gx != nullptr) dw3x3_grad_input_plane(pl, fwd, gi_geo, go, w, n, c, gx);
+      if (!want_w) continue;
+      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+        wgrad(wg_geo, x + t * pl.hw, go + (n * g.o + o) * pl.p, taps, part + (n * g.o + o) * kSums);
       }
-    });
-    return;
-  }
-  if (gx != nullptr) {
-    parallel_for(g.n * g.c, [&](size_t first, size_t last) {
-      for (size_t t = first; t < last; ++t) dw3x3_grad_input_plane(pl, fwd, gi_geo, go, w, t / g.c, t % g.c, gx);
-    });
-  }
+    }
+  });
   if (!want_w) return;
   parallel_for(g.o, [&](size_t first, size_t last) {
     for (size_t o = first; o < last; ++o) {
-      double acc[10] = {};
-      for (size_t n = 0; n < g.n; ++n) dw3x3_wgrad_add(pl, wgrad, wg_geo, go, x, n, o, taps, acc);
-      dw3x3_store_wgrad(acc, o, gw, gb);
+      double acc[kSums] = {};
+      for (size_t n = 0; n < g.n; ++n) {
+        for (size_t k = 0; k < kSums; ++k) acc[k] += static_cast<double>(part[(n * g.o + o) * kSums + k]);
+      }
+      if (gw != nullptr) {
+        for (size_t k = 0; k < 9; ++k) gw[o * 9 + k] = static_cast<T>(acc[k]);
+      }
+      if (gb != nullptr) gb[o] = static_cast<T>(acc[9]);
     }
   });
 }
