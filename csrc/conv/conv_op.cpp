@@ -612,7 +612,8 @@ void dw3x3_backward(const Plan& pl, const T* go, const T* x, const T* w, T* gx, 
   const conv::Dw3x3Geo gi_geo = dw3x3_grad_input_geo(g), wg_geo = dw3x3_forward_geo(g);
   const bool want_w = gw != nullptr || gb != nullptr, taps = gw != nullptr;
   constexpr size_t kSums = 10;
-  ScratchBuffer scratch = acquire_scratch(want_w ? std::max<size_t>(1, g.n * g.o * kSums) * sizeof(T) : 1);
+  ScratchBuffer scratch;
+  if (want_w) scratch = acquire_scratch(std::max<size_t>(1, g.n * g.o * kSums) * sizeof(T));
   T* const part = scratch.as<T>();
   parallel_for(g.n * g.c, [&](size_t first, size_t last) {
     for (size_t t = first; t < last; ++t) {
