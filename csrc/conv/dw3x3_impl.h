@@ -61,7 +61,8 @@ struct Dw3x3Impl {
     static constexpr int kCached = 8;
     idx nb, full_lo, full_hi;
     bool cached;
-    Block edge[kCached];  // blocks [0, full_lo) then [full_hi, nb)
+    // blocks [0, full_lo) then [full_hi, nb); zeroed: edge[0] is also the (unread) argument of full blocks
+    Block edge[kCached] = {};
   };
 
   static void columns(const Dw3x3Geo& g, Cols& c) {
@@ -84,7 +85,7 @@ struct Dw3x3Impl {
   // Calls f(x0, masks or nullptr when the block is full) for every block, left to right.
   template <class F>
   static void for_blocks(const Dw3x3Geo& g, const Cols& c, F&& f) {
-    Block tmp;
+    Block tmp{};
     int k = 0;
     for (idx bi = 0; bi < c.full_lo; ++bi, ++k) {
       if (!c.cached) tmp = block(g, bi * L);
