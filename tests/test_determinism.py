@@ -28,6 +28,7 @@ ACROSS_THREADS = {
     "conv1d": True, "conv2d": True, "linear": True, "max_pool2d": True, "avg_pool2d": True,
     "adaptive_avg_pool2d": True, "batch_norm": True, "relu": True, "sigmoid": True, "tanh": True,
     "softmax": True, "log_softmax": True, "cross_entropy": True, "dropout": True,
+    "lstm": True, "gru": True, "rnn": True, "lstm_cell": True, "gru_cell": True, "rnn_cell": True,
 }
 
 THREADS = (1, 2, 3)
@@ -100,6 +101,48 @@ def test_large_sample(name, restore_threads):
         outs[t] = np.asarray(a).tobytes()
     if ACROSS_THREADS[name]:
         assert outs[2] == outs[1] and outs[3] == outs[1]
+
+
+def _recurrent_bits(mode, bidirectional, batch, hidden):
+    """Output, final states and every gradient of a sequence large enough that the team splits it."""
+    r = np.random.default_rng(5)
+    f = np.float32
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[mode]
+    d = 2 if bidirectional else 1
+    params = []
+    for layer in range(2):
+        i = 24 if layer == 0 else d * hidden
+        for _ in range(d):
+            params += [r.standard_normal((gates * hidden, i)).astype(f) * 0.2,
+                       r.standard_normal((gates * hidden, hidden)).astype(f) * 0.2,
+                       r.standard_normal(gates * hidden).astype(f), r.standard_normal(gates * hidden).astype(f)]
+    x = r.standard_normal((9, batch, 24)).astype(f)
+    h0 = r.standard_normal((2 * d, batch, hidden)).astype(f)
+    hx = (h0, h0 * 0.5) if mode == "lstm" else h0
+    out, states, ws = getattr(nk, mode)(x, hx, params, num_layers=2, bidirectional=bidirectional,
+                                        return_workspace=True, backend="cpu")
+    go = r.standard_normal(out.shape).astype(f)
+    gh = r.standard_normal(h0.shape).astype(f)
+    back = getattr(nk, mode + "_backward")
+    grads = back(go, gh, gh, ws) if mode == "lstm" else back(go, gh, ws)
+    flat = [out] + (list(states) if mode == "lstm" else [states])
+    for g in grads:
+        flat += list(g) if isinstance(g, (list, tuple)) else [g]
+    return [np.asarray(a).tobytes() for a in flat if a is not None]
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch,hidden", [(32, 96), (3, 200)])
+def test_large_recurrent(mode, bidirectional, batch, hidden, restore_threads):
+    """Hidden units split over 2 and 3 threads (and two directions side by side): the same bits as 1 thread."""
+    outs = {}
+    for t in THREADS:
+        nk.set_num_threads(t)
+        a, b = _recurrent_bits(mode, bidirectional, batch, hidden), _recurrent_bits(mode, bidirectional, batch, hidden)
+        assert a == b, f"{mode}: two runs at {t} threads differ"
+        outs[t] = a
+    assert outs[2] == outs[1] and outs[3] == outs[1]
 
 
 def test_every_native_op_has_an_entry():

@@ -77,8 +77,7 @@ py::tuple dropout(const py::array& x_in, double p, std::uint64_t seed) {
 py::array dropout_backward(const py::array& grad_in, const py::array& mask_in, double p) {
   const Dtype dtype = float_dtype(grad_in, "dropout_backward", "grad_output");
   const py::array grad = c_contiguous(grad_in);
-  const auto mask = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(mask_in);
-  if (!mask) throw type_error("dropout_backward: mask must be a bool array");
+  const auto mask = c_contiguous_as<bool>(mask_in, "dropout_backward", "mask");
   py::array grad_input = empty_c(dtype, grad);
   const bool* keep = mask.data();
   const ArrayView gv = view_of(grad, dtype), giv = view_of(grad_input, dtype);

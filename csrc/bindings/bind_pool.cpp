@@ -46,7 +46,7 @@ py::tuple max_pool2d(const py::array& x_in, Pair kernel, Pair stride, Pair paddi
 py::array max_pool2d_backward(const py::array& grad_in, const py::array& x, const py::array& indices_in) {
   const Dtype dtype = float_dtype(grad_in, "max_pool2d_backward", "grad_output");
   const py::array grad = c_contiguous(grad_in);
-  const auto indices = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(indices_in);
+  const auto indices = c_contiguous_as<std::int64_t>(indices_in, "max_pool2d_backward", "indices");
   py::array grad_input = empty_shaped(dtype, shape_of(x));
   const ArrayView gv = view_of(grad, dtype), giv = view_of(grad_input, dtype);
   const std::int64_t* ix = indices.data();

@@ -142,6 +142,27 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads used by native kernels (1 <= n <= 1024).");
   m.def("get_num_threads", &get_num_threads, "Threads used by native kernels.");
   m.def("build_info", &build_info, "Version, build type, compiler and flags of this build.");
+  m.def(
+      "empty",
+      [](const std::vector<py::ssize_t>& shape, const py::object& dtype) {
+        const py::dtype dt = py::dtype::from_args(dtype);
+        if (dt.kind() != 'f' || (dt.itemsize() != 4 && dt.itemsize() != 8)) {
+          throw type_error("empty: dtype must be float32 or float64");
+        }
+        for (py::ssize_t d : shape) {
+          if (d < 0) throw value_error("empty: negative dimension");
+        }
+        std::size_t elements = 1;
+        for (py::ssize_t d : shape) {
+          if (__builtin_mul_overflow(elements, static_cast<std::size_t>(d), &elements) || elements > (std::size_t{1} << 58)) {
+            throw std::bad_alloc();
+          }
+        }
+        return elements * static_cast<std::size_t>(dt.itemsize()) >= bindings::kCachedArrayBytes ? bindings::cached_array(dt, shape)
+                                                                                         : py::array(dt, shape);
+      },
+      py::arg("shape"), py::arg("dtype"),
+      "An uninitialized C-contiguous float array; large ones on memory of the workspace cache (no page faults).");
   m.def("empty_cache", &empty_cache, "Free the idle scratch buffers kept for reuse.");
   m.def("workspace_bytes", &workspace_bytes, "Bytes held by the scratch-buffer cache (idle and in use).");
 

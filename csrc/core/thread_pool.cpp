@@ -193,4 +193,47 @@ void parallel_for(std::size_t n_tasks, RangeFn fn) {
   p.run(Job{&fn, n_tasks, n_chunks, get_fp_mode()}, n_threads);
 }
 
+ScopedSerial::ScopedSerial() : previous_(t_in_chunk) { t_in_chunk = true; }
+ScopedSerial::~ScopedSerial() { t_in_chunk = previous_; }
+
+void parallel_team(std::size_t max_members, RangeFn fn) {
+  if (max_members == 0) return;
+  const std::size_t threads = get_num_threads();  // read once: set_num_threads may run meanwhile
+  const std::size_t wanted = std::min<std::size_t>(max_members, threads);
+  if (wanted == 1 || t_in_chunk) {
+    fn(0, 1);
+    return;
+  }
+  ThreadPool& p = pool();
+  std::unique_lock<std::mutex> lock(p.run_mutex, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    fn(0, 1);
+    return;
+  }
+  // One task per chunk: chunk c is task c, and the pool runs chunk c on thread c,
+  // all at once (run() holds every worker until the job is done).
+  auto member = [&](std::size_t begin, std::size_t) { fn(begin, wanted); };
+  RangeFn member_fn(member);
+  p.run(Job{&member_fn, wanted, wanted, get_fp_mode()}, threads);
+}
+
+void SpinBarrier::wait(std::size_t members) {
+  if (members <= 1) return;
+  const std::size_t gen = generation_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == members) {
+    arrived_.store(0, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    return;
+  }
+  for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+    if (spins < (1u << 11)) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
 }  // namespace nnkern

@@ -18,6 +18,7 @@
 // static destructor joins threads at interpreter exit.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <type_traits>
 #include <utility>
@@ -53,6 +54,49 @@ inline std::pair<std::size_t, std::size_t> chunk_range(std::size_t n_tasks, std:
   };
   return {bound(c), bound(c + 1)};
 }
+
+// A team of threads that run at the same time, so that they may wait for each
+// other (SpinBarrier): fn(rank, size) is called once per rank in [0, size),
+// size = min(max_members, threads), each rank on its own thread. When the pool
+// is busy (another Python thread, or called from inside a chunk) the team has
+// one member, the calling thread: fn(0, 1). Work split by rank must therefore
+// be correct for any size. fn must not throw once a member may wait for
+// another (a member that leaves early leaves the others waiting).
+void parallel_team(std::size_t max_members, RangeFn fn);
+
+template <class F>
+void parallel_team(std::size_t max_members, F&& fn) {
+  auto& f = fn;
+  parallel_team(max_members, RangeFn(f));
+}
+
+// While alive, every parallel_for / parallel_team on this thread runs on this
+// thread alone (with the same split, hence the same bits), as if nested: for
+// work too small to pay for waking a sleeping worker (tens of microseconds on
+// a virtual machine).
+class ScopedSerial {
+ public:
+  ScopedSerial();
+  ~ScopedSerial();
+  ScopedSerial(const ScopedSerial&) = delete;
+  ScopedSerial& operator=(const ScopedSerial&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// A reusable barrier for a team's members: wait(members) returns once
+// `members` threads (the same number at every call) have called it. Spins
+// briefly (the steps between barriers of the recurrent kernels last
+// microseconds), then yields the CPU.
+class SpinBarrier {
+ public:
+  void wait(std::size_t members);
+
+ private:
+  alignas(64) std::atomic<std::size_t> arrived_{0};
+  alignas(64) std::atomic<std::size_t> generation_{0};
+};
 
 // Threads used by parallel_for (caller included). Default: the CPUs in this
 // process's affinity mask. set_num_threads throws value_error unless

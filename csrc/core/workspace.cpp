@@ -49,17 +49,18 @@ void* allocate(std::size_t capacity) {
   return p;
 }
 
-}  // namespace
-
-ScratchBuffer acquire_scratch(std::size_t bytes) {
+ScratchBuffer acquire(std::size_t bytes, bool tight) {
   if (bytes > (std::size_t{1} << 62)) throw std::bad_alloc();
   const std::size_t want = round_up(std::max<std::size_t>(bytes, 1), bytes >= kHugePage ? kHugePage : kCacheLine);
+  const std::size_t most = tight ? want + want / 4 : ~std::size_t{0};
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
     auto best = c.idle.end();
     for (auto it = c.idle.begin(); it != c.idle.end(); ++it) {
-      if (it->capacity >= want && (best == c.idle.end() || it->capacity < best->capacity)) best = it;
+      if (it->capacity >= want && it->capacity <= most && (best == c.idle.end() || it->capacity < best->capacity)) {
+        best = it;
+      }
     }
     if (best != c.idle.end()) {
       ScratchBuffer buffer(best->data, best->capacity);
@@ -74,6 +75,11 @@ ScratchBuffer acquire_scratch(std::size_t bytes) {
   c.in_use_bytes += want;
   return buffer;
 }
+
+}  // namespace
+
+ScratchBuffer acquire_scratch(std::size_t bytes) { return acquire(bytes, false); }
+ScratchBuffer acquire_array_memory(std::size_t bytes) { return acquire(bytes, true); }
 
 ScratchBuffer& ScratchBuffer::operator=(ScratchBuffer&& other) noexcept {
   if (this != &other) {

@@ -24,6 +24,7 @@ struct GemmKernel {
   std::size_t mr, nr;
   PackTransposeFn<T> pack_transpose;  // null: the portable loop
   GemmDotFn<T> dot;                   // null: small m takes the packed path too
+  GemmWideFn<T> wide = nullptr;       // null: 1-2 row tiles run one panel at a time
 };
 
 // Rows up to which `dot` replaces the packed path (when B = W^T with W's rows
@@ -39,7 +40,7 @@ const GemmConfig kGemm = {
     {{f32_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
      {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16, nullptr, nullptr},
      {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32, NNKERN_X86_ONLY(f32_pack_transpose_avx512),
-      NNKERN_X86_ONLY(f32_gemm_dot_4_avx512)}},
+      NNKERN_X86_ONLY(f32_gemm_dot_4_avx512), NNKERN_X86_ONLY(f32_gemm_2x128_avx512)}},
     {{f64_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
      {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8, nullptr, nullptr},
      {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16, nullptr, nullptr}},
@@ -87,11 +88,12 @@ Blocking blocking_for(const GemmKernel<T>& uk, std::size_t k) {
 // loop order follows the unit-stride direction.
 template <class T>
 void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdiff_t line_stride,
-                 std::ptrdiff_t step_stride, std::size_t width, PackTransposeFn<T> transpose, T* out) {
+                 std::ptrdiff_t step_stride, std::size_t width, PackTransposeFn<T> transpose, T* out,
+                 bool pad = true) {
   for (std::size_t l0 = 0; l0 < lines; l0 += width, out += width * depth) {
     const std::size_t h = std::min(width, lines - l0);
     const T* s = src + static_cast<std::ptrdiff_t>(l0) * line_stride;
-    if (step_stride == 1 && transpose != nullptr) {
+    if (step_stride == 1 && transpose != nullptr && h >= 8) {
       transpose(h, depth, s, line_stride, out, width);
     } else if (step_stride == 1) {
       for (std::size_t l = 0; l < h; ++l) {
@@ -110,7 +112,7 @@ void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdif
         }
       }
     }
-    if (h < width) {
+    if (h < width && pad) {
       for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * width + h, out + (p + 1) * width, T(0));
     }
   }
@@ -217,5 +219,93 @@ void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<float>& args) { gemm_typed(args, active_isa()); }
 void gemm(const GemmArgs<double>& args) { gemm_typed(args, active_isa()); }
+
+template <class T>
+PreparedB<T>::PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa)
+    : k_(k), n_(n), isa_(isa) {
+  const GemmKernel<T> uk = kernel_for(isa, T());
+  mr_ = uk.mr;
+  nr_ = uk.nr;
+  kc_ = blocking_for(uk, k).kc;
+  scratch_ = round_up(std::max<std::size_t>(max_m, 1), mr_) * std::max<std::size_t>(k, 1);
+  const std::size_t n_pad = round_up(n, nr_);
+  packed_ = acquire_scratch(std::max<std::size_t>(1, n_pad * k) * sizeof(T));
+  T* out = packed_.as<T>();
+  for (std::size_t pc = 0; pc < k; pc += kc_) {
+    const std::size_t kb = std::min(kc_, k - pc);
+    pack_panels(n, kb, b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride, b.col_stride, b.row_stride, nr_,
+                uk.pack_transpose, out + pc * n_pad);
+  }
+}
+
+// Row tiles of balanced heights (m = 32 on 14-row kernels: 11 + 11 + 10, not
+// 14 + 14 + 4, whose last tile would be load-bound).
+template <class T>
+std::size_t PreparedB<T>::tile_rows(std::size_t m, std::size_t tile) const {
+  const std::size_t tiles = (m + mr_ - 1) / mr_;
+  return m / tiles + (tile < m % tiles ? 1 : 0);
+}
+
+template <class T>
+void PreparedB<T>::pack_a(std::size_t m, const T* a, std::size_t lda, T* out) const {
+  if (m == 0) return;
+  const GemmKernel<T> uk = kernel_for(isa_, T());
+  const std::size_t tiles = (m + mr_ - 1) / mr_;
+  for (std::size_t pc = 0; pc < k_; pc += kc_) {
+    const std::size_t kb = std::min(kc_, k_ - pc);
+    T* slice = out + pc * tiles * mr_;
+    for (std::size_t tile = 0, ir = 0; tile < tiles; ++tile) {
+      const std::size_t mr = tile_rows(m, tile);
+      // rows past mr are never read (a tile of mr rows runs the mr-row kernel): no padding
+      pack_panels(mr, kb, a + ir * lda + pc, static_cast<std::ptrdiff_t>(lda), 1, mr_, uk.pack_transpose,
+                  slice + tile * mr_ * kb, /*pad=*/false);
+      ir += mr;
+    }
+  }
+}
+
+template <class T>
+void PreparedB<T>::multiply_packed(std::size_t m, const T* packed_a, std::size_t j0, std::size_t j1, T* c,
+                                   std::size_t ldc, T alpha, T beta, const T* bias) const {
+  if (m == 0 || j1 <= j0) return;
+  const GemmKernel<T> uk = kernel_for(isa_, T());
+  const std::size_t n_pad = round_up(n_, nr_);
+  const T* packed = packed_.as<T>();
+  const std::size_t tiles = (m + mr_ - 1) / mr_;
+  for (std::size_t pc = 0; pc == 0 || pc < k_; pc += kc_) {
+    const std::size_t kb = std::min(kc_, k_ - pc);
+    const T slice_beta = pc == 0 ? beta : T(1);
+    const T* slice_bias = pc == 0 ? bias : nullptr;
+    const T* b_slice = packed + pc * n_pad;
+    const T* a_slice = packed_a + pc * tiles * mr_;
+    for (std::size_t tile = 0, ir = 0; tile < tiles; ++tile) {
+      const std::size_t mr = tile_rows(m, tile);
+      const T* panel = a_slice + tile * mr_ * kb;
+      std::size_t jr = j0;
+      if (uk.wide != nullptr && mr <= kWideMaxRows) {
+        for (; jr < j1; jr += kWidePanels * nr_) {
+          uk.wide(mr, std::min(kWidePanels * nr_, j1 - jr), kb, panel, b_slice + jr * kb, nr_ * kb, c + ir * ldc + jr,
+                  ldc, alpha, slice_beta, slice_bias != nullptr ? slice_bias + jr : nullptr);
+        }
+      }
+      for (; jr < j1; jr += nr_) {
+        uk.fn(mr, std::min(nr_, j1 - jr), kb, panel, b_slice + jr * kb, c + ir * ldc + jr, ldc, alpha, slice_beta,
+              slice_bias != nullptr ? slice_bias + jr : nullptr);
+      }
+      ir += mr;
+    }
+    if (k_ == 0) break;
+  }
+}
+
+template <class T>
+void PreparedB<T>::multiply(std::size_t m, const T* a, std::size_t lda, std::size_t j0, std::size_t j1, T* c,
+                            std::size_t ldc, T alpha, T beta, const T* bias, T* scratch) const {
+  pack_a(m, a, lda, scratch);
+  multiply_packed(m, scratch, j0, j1, c, ldc, alpha, beta, bias);
+}
+
+template class PreparedB<float>;
+template class PreparedB<double>;
 
 }  // namespace nnkern::gemm

@@ -26,6 +26,7 @@
 #include <cstddef>
 
 #include "core/cpu_features.h"
+#include "core/workspace.h"
 
 namespace nnkern::gemm {
 
@@ -61,5 +62,42 @@ void gemm(const GemmArgs<float>& args);
 void gemm(const GemmArgs<double>& args);
 void gemm(const GemmArgs<float>& args, Isa isa);
 void gemm(const GemmArgs<double>& args, Isa isa);
+
+// A B operand prepared once and multiplied many times, on the calling thread
+// (the recurrent weights: one preparation per sequence, a few multiplies per
+// time step and thread). B is k x n; the constructor packs it into the kernel
+// family's NR-wide panels, kc-deep slices, as gemm() does.
+//
+//   multiply: C[:, j0:j1) = alpha * A * B[:, j0:j1) + beta * C[:, j0:j1) (+ bias[j0:j1))
+//
+// with A (m x k, rows lda apart, unit column stride), C row-major (ldc), and
+// j0 a multiple of column_align(). pack_a + multiply_packed split it, so that
+// one packed A serves several multiplies. Rows are cut into tiles of balanced
+// heights. Each element of C is one FMA chain over k in ascending order per
+// kc slice, whatever the column range and row tile, so callers may split
+// columns over threads freely and get the same bits.
+template <class T>
+class PreparedB {
+ public:
+  // max_m: the most rows any multiply will have.
+  PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa);
+  PreparedB(const PreparedB&) = delete;
+  PreparedB& operator=(const PreparedB&) = delete;
+
+  std::size_t column_align() const { return nr_; }
+  // Elements of a packed A of up to max_m rows (the scratch of multiply).
+  std::size_t scratch_elements() const { return scratch_; }
+  void pack_a(std::size_t m, const T* a, std::size_t lda, T* packed_a) const;
+  void multiply_packed(std::size_t m, const T* packed_a, std::size_t j0, std::size_t j1, T* c, std::size_t ldc,
+                       T alpha, T beta, const T* bias) const;
+  void multiply(std::size_t m, const T* a, std::size_t lda, std::size_t j0, std::size_t j1, T* c, std::size_t ldc,
+                T alpha, T beta, const T* bias, T* scratch) const;
+
+ private:
+  std::size_t tile_rows(std::size_t m, std::size_t tile) const;
+  std::size_t k_, n_, kc_ = 1, mr_ = 1, nr_ = 1, scratch_ = 0;
+  Isa isa_;
+  ScratchBuffer packed_;  // panels: slice at pc * round_up(n, nr), panel p of it at + p * nr * kb
+};
 
 }  // namespace nnkern::gemm

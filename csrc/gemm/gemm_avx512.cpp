@@ -101,6 +101,62 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
   }
 }
 
+// ROWS rows of C against up to P consecutive B panels (P * NR columns) in one
+// pass: for one or two rows a single panel gives only 2-4 accumulator chains,
+// bound by FMA latency; P panels give P times as many. Every element is the
+// same FMA chain as in gemm_rows, so the bits are the same.
+template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV, std::size_t P>
+void gemm_rows_wide(std::size_t nr, std::size_t kc, const T* a, const T* b, std::size_t b_stride, T* c,
+                    std::size_t ldc, T alpha, T beta, const T* bias) {
+  using Z = Zmm<T>;
+  constexpr std::size_t NR = NV * Z::kLanes;
+  typename Z::V acc[ROWS][P * NV];
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < P * NV; ++j) acc[i][j] = Z::zero();
+  }
+#pragma GCC unroll 2
+  for (std::size_t p = 0; p < kc; ++p) {
+#pragma GCC unroll 4
+    for (std::size_t i = 0; i < ROWS; ++i) {
+      const typename Z::V ai = Z::set1(a[p * MR + i]);
+#pragma GCC unroll 4
+      for (std::size_t q = 0; q < P; ++q) {
+#pragma GCC unroll 4
+        for (std::size_t j = 0; j < NV; ++j) {
+          acc[i][q * NV + j] = Z::fmadd(ai, Z::load(b + q * b_stride + p * NR + j * Z::kLanes), acc[i][q * NV + j]);
+        }
+      }
+    }
+  }
+  const typename Z::V alpha_v = Z::set1(alpha), beta_v = Z::set1(beta);
+  for (std::size_t q = 0; q < P; ++q) {
+    for (std::size_t j = 0; j < NV; ++j) {
+      const std::size_t col = q * NR + j * Z::kLanes;
+      const typename Z::Mask m = Z::mask(nr > col ? nr - col : 0);
+      const typename Z::V bias_v = bias != nullptr ? Z::load(m, bias + col) : Z::zero();
+      for (std::size_t i = 0; i < ROWS; ++i) {
+        T* out = c + i * ldc + col;
+        typename Z::V v = Z::mul(acc[i][q * NV + j], alpha_v);
+        if (beta != T(0)) v = Z::fmadd(beta_v, Z::load(m, out), v);
+        if (bias != nullptr) v = Z::add(v, bias_v);
+        Z::store(out, m, v);
+      }
+    }
+  }
+}
+
+template <class T, std::size_t MR, std::size_t NV, std::size_t ROWS>
+void gemm_wide_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, std::size_t b_stride, T* c,
+                    std::size_t ldc, T alpha, T beta, const T* bias) {
+  constexpr std::size_t NR = NV * Zmm<T>::kLanes;
+  switch ((nr + NR - 1) / NR) {
+    case 1: return gemm_rows_wide<T, ROWS, MR, NV, 1>(nr, kc, a, b, b_stride, c, ldc, alpha, beta, bias);
+    case 2: return gemm_rows_wide<T, ROWS, MR, NV, 2>(nr, kc, a, b, b_stride, c, ldc, alpha, beta, bias);
+    case 3: return gemm_rows_wide<T, ROWS, MR, NV, 3>(nr, kc, a, b, b_stride, c, ldc, alpha, beta, bias);
+    default: return gemm_rows_wide<T, ROWS, MR, NV, 4>(nr, kc, a, b, b_stride, c, ldc, alpha, beta, bias);
+  }
+}
+
 // mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
 template <class T, std::size_t MR, std::size_t NV, std::size_t ROWS = MR>
 void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
@@ -215,6 +271,13 @@ void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float*
 void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
                            std::size_t ldc, float alpha, float beta, const float* bias) {
   gemm_tile<float, 14, 2>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+void f32_gemm_2x128_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
+                           std::size_t b_stride, float* c, std::size_t ldc, float alpha, float beta,
+                           const float* bias) {
+  if (mr == 1) return gemm_wide_rows<float, 14, 2, 1>(nr, kc, a, b, b_stride, c, ldc, alpha, beta, bias);
+  gemm_wide_rows<float, 14, 2, 2>(nr, kc, a, b, b_stride, c, ldc, alpha, beta, bias);
 }
 
 void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,

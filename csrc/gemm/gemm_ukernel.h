@@ -38,6 +38,18 @@ void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const
 void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
                            double* c, std::size_t ldc, double alpha, double beta, const double* bias);
 
+// One or two rows against up to four consecutive packed B panels of the
+// 14x32 kernel (panel q at b + q * b_stride), nr <= 128 columns: the same
+// bits as four 14x32 calls, with four times the independent FMA chains
+// (a 1-row tile of one panel is bound by FMA latency, not throughput).
+template <class T>
+using GemmWideFn = void (*)(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b,
+                            std::size_t b_stride, T* c, std::size_t ldc, T alpha, T beta, const T* bias);
+constexpr std::size_t kWideMaxRows = 2, kWidePanels = 4;
+void f32_gemm_2x128_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
+                           std::size_t b_stride, float* c, std::size_t ldc, float alpha, float beta,
+                           const float* bias);
+
 // Packing helper: out[p * ld_out + r] = src[r * ld_src + p] for r < rows,
 // p < depth (a transpose of rows x depth). It packs A when A's rows are
 // contiguous and B when B's columns are (x and W^T in linear), where a plain

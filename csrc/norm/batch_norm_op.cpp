@@ -188,6 +188,12 @@ void batch_norm_typed(const ArrayView& xv, const ArrayView& rmv, const ArrayView
     invstd[c] = static_cast<T>(is);
     scale[c] = static_cast<T>(sc);
     offset[c] = static_cast<T>((b ? static_cast<double>(b[c]) : 0.0) - ms * sc);
+    if (!std::isfinite(static_cast<T>(sc))) {
+      // an infinite weight: (x - shift) * inf - ms * inf would be inf - inf; (x - mean) * inf + b
+      // is what IEEE arithmetic gives for the reference's (x - mean) * (invstd * weight) + bias
+      shift[c] = static_cast<T>(m);
+      offset[c] = b ? b[c] : T(0);
+    }
     if (rm != nullptr) {
       const double unbiased = count > 1 ? var * (cnt / (cnt - 1)) : var;
       rm[c] = static_cast<T>(rm[c] * (1 - momentum) + momentum * m);
@@ -238,7 +244,14 @@ void batch_norm_backward_typed(const ArrayView& gv, const ArrayView& xv, const A
     if (gw != nullptr) gw[c] = static_cast<T>(gwc);
     const double sc = w ? is * w[c] : is;
     ca[c] = static_cast<T>(sc);
-    if (training && count > 0) {
+    if (training && count > 0 && !std::isfinite(ca[c])) {
+      // an infinite weight: the coefficients without the scale (input_plane multiplies by it
+      // last), as the reference's (g - mean(g) - xhat * mean(g * xhat)) * scale; folding an
+      // infinite scale into each term would give inf - inf
+      const double cnt = static_cast<double>(count);
+      cb[c] = static_cast<T>(-is * gwc / cnt);
+      cc[c] = static_cast<T>(-s / cnt);
+    } else if (training && count > 0) {
       const double cnt = static_cast<double>(count);
       cb[c] = static_cast<T>(-sc * is * gwc / cnt);
       cc[c] = static_cast<T>(-sc * s / cnt);
@@ -251,6 +264,21 @@ void batch_norm_backward_typed(const ArrayView& gv, const ArrayView& xv, const A
   auto input_plane = [&](std::size_t p) {
     if (gi == nullptr) return;
     const std::size_t c = p % pl.c;
+    if (!training) {
+      // constant statistics: grad_input = g * scale does not read x, so a NaN or Inf in x (which
+      // the general kernel would multiply by a zero coefficient) cannot reach it
+      const T a = ca[c];
+      const T* gp = g + p * pl.hw;
+      T* gip = gi + p * pl.hw;
+      for (std::size_t j = 0; j < pl.hw; ++j) gip[j] = gp[j] * a;
+      return;
+    }
+    if (!std::isfinite(ca[c])) {  // unscaled coefficients (see finish)
+      T* gip = gi + p * pl.hw;
+      bwd_input(pl.hw, g + p * pl.hw, x + p * pl.hw, gip, mean[c], T(1), cb[c], cc[c]);
+      for (std::size_t j = 0; j < pl.hw; ++j) gip[j] *= ca[c];
+      return;
+    }
     bwd_input(pl.hw, g + p * pl.hw, x + p * pl.hw, gi + p * pl.hw, mean[c], ca[c], cb[c], cc[c]);
   };
   run_planned<T>(pl, reduce && gi != nullptr, reduce_plane, finish, input_plane);

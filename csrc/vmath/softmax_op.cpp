@@ -282,8 +282,15 @@ void cross_entropy_backward_typed(double grad_loss, const ArrayView& logits, con
         float m;
         double sum;
         k.max_expsum_store(c, x + i * c, gx + i * c, &m, &sum);
-        k.scale(c, gx + i * c, static_cast<float>(static_cast<double>(scale) / sum));
-        gx[i * c + target[i]] -= scale;
+        if (std::isfinite(scale)) {
+          k.scale(c, gx + i * c, static_cast<float>(static_cast<double>(scale) / sum));
+          gx[i * c + target[i]] -= scale;
+        } else {
+          // an infinite grad_loss: (p - 1) * inf as the reference, not p * inf - inf
+          k.scale(c, gx + i * c, static_cast<float>(1.0 / sum));
+          gx[i * c + target[i]] -= 1;
+          for (std::size_t j = 0; j < c; ++j) gx[i * c + j] *= scale;
+        }
       } else {
         softmax_slab(x + i * c, gx + i * c, c, 1, 1, false);
         gx[i * c + target[i]] -= 1;

@@ -64,13 +64,13 @@ NNK_GLOBAL void dropout_kernel(const T* x, T* y, bool* mask, std::int64_t n, std
   for (std::int64_t i = global_thread(); i < n; i += grid_threads()) {
     const bool keep = dropout_keep(key, std::uint64_t(i), threshold);
     mask[i] = keep;
-    y[i] = keep ? x[i] * scale : T(0);
+    y[i] = keep ? x[i] * scale : x[i] * T(0);  // x * 0 as in PyTorch: NaN / Inf give NaN
   }
 }
 
 template <class T>
 NNK_GLOBAL void dropout_backward_kernel(const T* g, const bool* mask, T* gx, std::int64_t n, T scale) {
-  for (std::int64_t i = global_thread(); i < n; i += grid_threads()) gx[i] = mask[i] ? g[i] * scale : T(0);
+  for (std::int64_t i = global_thread(); i < n; i += grid_threads()) gx[i] = mask[i] ? g[i] * scale : g[i] * T(0);
 }
 
 // ---- rows of the softmax family: the array is (outer, d, inner), one block per

@@ -28,8 +28,11 @@ from .native import conv as _conv, linear as _linear, norm as _norm  # noqa: E40
 from .native import pointwise as _pointwise, pool as _pool, rnn as _rnn  # noqa: E402
 
 _OPS = {**_pointwise.OPS, **_pool.OPS, **_norm.OPS, **_linear.OPS, **_conv.OPS, **_rnn.OPS}
-#: The backend-contract ops this backend runs natively; ``auto`` sends the rest to numpy.
-NATIVE_OPS = frozenset(_OPS)
+# the sequence functions of the contract serve three functional ops each
+_SEQUENCE_OPS = {"rnn_seq": ("lstm", "gru", "rnn"),
+                 "rnn_seq_backward": ("lstm_backward", "gru_backward", "rnn_backward")}
+#: The functional ops this backend runs natively; ``auto`` sends the rest to numpy.
+NATIVE_OPS = frozenset(name for k in _OPS for name in _SEQUENCE_OPS.get(k, (k,)))
 globals().update(_OPS)
 
 isa = _native.isa

@@ -5,14 +5,27 @@ given, so that a user can fix the call without reading nnkern's source.
 """
 from __future__ import annotations
 
+import functools
+import math
 import numbers
+import os
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
 from typing import Any, Sequence
+
+import numpy as np
 
 from .. import backends
 from .._arrays import as_array, check_float, check_same_device
 
 # Element counts past this cannot be indexed by the native kernels (int64) with room to spare.
 MAX_ELEMENTS = 2**62
+# Integer options (sizes, strides, paddings, dilations, groups, ...) are at most this: with every
+# array extent below MAX_ELEMENTS, a sum such as size + 2 * padding then stays inside int64 in the
+# native kernels, and a larger option could not give a valid output anyway.
+MAX_OPTION = 2**60
 
 
 class DimensionError(ValueError, IndexError):
@@ -23,12 +36,19 @@ def is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _option_in_range(op: str, name: str, v: int, given: Any) -> None:
+    """Integer options beyond MAX_OPTION (or int64) would overflow native index arithmetic."""
+    if abs(v) > MAX_OPTION:
+        raise ValueError(f"{op}: {name} must be at most 2**60 in magnitude, got {given!r}")
+
+
 def int_arg(op: str, name: str, v: Any, *, minimum: int | None = None) -> int:
     if not is_int(v):
         raise TypeError(f"{op}: {name} must be an int, got {v!r}")
     v = int(v)
     if minimum is not None and v < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
+    _option_in_range(op, name, v, v)
     return v
 
 
@@ -54,6 +74,8 @@ def pair(op: str, name: str, v: Any, *, minimum: int) -> tuple[int, int]:
     if min(values) < minimum:
         what = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{op}: {name} must be {what}, got {v!r}")
+    for e in values:
+        _option_in_range(op, name, e, v)
     return values
 
 
@@ -65,8 +87,75 @@ def single(op: str, name: str, v: Any, *, minimum: int) -> int:
 
 
 def arrays(op: str, **named: Any) -> dict[str, Any]:
-    """Convert every non-None argument to an array (NumPy or CuPy)."""
-    return {k: (None if v is None else as_array(v, k, op)) for k, v in named.items()}
+    """Convert every non-None argument to an array (NumPy or CuPy) and check its element count."""
+    conv = {k: (None if v is None else as_array(v, k, op)) for k, v in named.items()}
+    for k, a in conv.items():
+        if a is not None and a.size > MAX_ELEMENTS:
+            elements_ok(op, tuple(a.shape), f"{k} shape")
+    return conv
+
+
+# Views up to this many bytes are not checked against the machine's memory (the common case, kept
+# cheap); a smaller view that cannot be copied still fails with NumPy's MemoryError.
+_ALWAYS_FITS = 2**30
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_memory() -> int | None:
+    """Physical memory plus swap, capped by a cgroup (v2) limit; None when unknown."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("SwapTotal:"):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def memory_limit() -> int | None:
+    """Bytes this process could ever hold: the machine's memory, or a lower address-space limit."""
+    limit = _machine_memory()
+    if resource is None:
+        return limit
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limit = soft if limit is None else min(limit, soft)
+    except (OSError, ValueError):
+        pass
+    return limit
+
+
+def materializable(op: str, name: str, a: Any) -> None:
+    """A ``MemoryError`` when the non-contiguous view ``a`` (e.g. ``np.broadcast_to(x, (1, 2**40))``)
+    holds more bytes than this process could ever allocate.
+
+    Native kernels copy such a view into contiguous memory, and an output of its size could not be
+    allocated either: fail now rather than after minutes of reductions over a zero-stride view.
+    """
+    if not isinstance(a, np.ndarray):
+        return
+    nbytes = a.nbytes
+    if nbytes <= _ALWAYS_FITS or a.flags.c_contiguous:
+        return
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        raise MemoryError(
+            f"{op}: {name} is a non-contiguous view of shape {tuple(a.shape)} ({nbytes} bytes), more than "
+            f"this process can allocate ({limit} bytes); nnkern needs it as a contiguous array"
+        )
 
 
 def float_arrays(op: str, **named: Any) -> tuple[dict[str, Any], bool]:
@@ -92,12 +181,11 @@ def output_size_ok(op: str, out_hw: Sequence[int], detail: str) -> None:
         raise ValueError(f"{op}: output size below 1: computed {tuple(out_hw)} from {detail}")
 
 
-def elements_ok(op: str, shape_: Sequence[int]) -> None:
-    count = 1
-    for s in shape_:
-        count *= int(s)
+def elements_ok(op: str, shape_: Sequence[int], what: str = "output shape") -> None:
+    """A ``ValueError`` when an array of ``shape_`` has more than ``MAX_ELEMENTS`` elements."""
+    count = math.prod(map(int, shape_))
     if count > MAX_ELEMENTS:
-        raise ValueError(f"{op}: the output shape {tuple(shape_)} has {count} elements, more than nnkern can index")
+        raise ValueError(f"{op}: the {what} {tuple(shape_)} has {count} elements, more than nnkern can index (2**62)")
 
 
 def dim_arg(op: str, dim: Any, ndim: int) -> int:
@@ -115,8 +203,12 @@ def mask3(op: str, output_mask: Any) -> tuple[bool, bool, bool]:
     return tuple(bool(m) for m in output_mask)  # type: ignore[return-value]
 
 
-def dispatch(op: str, backend: str | None, on_device: bool):
-    """The backend module that runs ``op`` for this call."""
+def dispatch(op: str, backend: str | None, on_device: bool, **inputs: Any):
+    """The backend module that runs ``op`` for this call, once the validated ``inputs`` (name ->
+    array or None) are known to fit in memory (:func:`materializable`)."""
+    for name, a in inputs.items():
+        if a is not None and a.nbytes > _ALWAYS_FITS:
+            materializable(op, name, a)
     return backends.resolve(op, backend, on_device)[1]
 
 

@@ -15,7 +15,7 @@ def linear(x: Any, weight: Any, bias: Any = None, *, backend: Optional[str] = No
     a, on_device = c.float_arrays(op, input=x, weight=weight, bias=bias)
     x, weight, bias = a["input"], a["weight"], a["bias"]
     _linear_shapes(op, x, weight, bias)
-    return c.dispatch(op, backend, on_device).linear(x, weight, bias)
+    return c.dispatch(op, backend, on_device, input=x, weight=weight, bias=bias).linear(x, weight, bias)
 
 
 def _linear_shapes(op: str, x: Any, weight: Any, bias: Any) -> None:
@@ -29,6 +29,7 @@ def _linear_shapes(op: str, x: Any, weight: Any, bias: Any) -> None:
         )
     if bias is not None:
         c.shape(op, "bias", bias, (int(weight.shape[0]),))
+    c.elements_ok(op, tuple(x.shape[:-1]) + (int(weight.shape[0]),))
 
 
 def linear_backward(grad_output: Any, x: Any, weight: Any, output_mask: tuple = (True, True, True), *,
@@ -39,18 +40,19 @@ def linear_backward(grad_output: Any, x: Any, weight: Any, output_mask: tuple = 
     g, x, weight = a["grad_output"], a["input"], a["weight"]
     _linear_shapes(op, x, weight, None)
     c.shape(op, "grad_output", g, tuple(x.shape[:-1]) + (int(weight.shape[0]),))
-    return c.dispatch(op, backend, on_device).linear_backward(g, x, weight, c.mask3(op, output_mask))
+    return c.dispatch(op, backend, on_device, grad_output=g, input=x, weight=weight).linear_backward(g, x, weight, c.mask3(op, output_mask))
 
 
 def _unary(op: str, x: Any, backend: Optional[str]) -> Any:
     a, on_device = c.float_arrays(op, input=x)
-    return getattr(c.dispatch(op, backend, on_device), op)(a["input"])
+    return getattr(c.dispatch(op, backend, on_device, input=a["input"]), op)(a["input"])
 
 
 def _unary_backward(op: str, grad_output: Any, output: Any, backend: Optional[str]) -> Any:
     a, on_device = c.float_arrays(op, grad_output=grad_output, output=output)
     c.shape(op, "grad_output", a["grad_output"], tuple(a["output"].shape))
-    return getattr(c.dispatch(op, backend, on_device), op)(a["grad_output"], a["output"])
+    return getattr(c.dispatch(op, backend, on_device, grad_output=a["grad_output"], output=a["output"]), op)(
+        a["grad_output"], a["output"])
 
 
 def relu(x: Any, *, backend: Optional[str] = None) -> Any:
@@ -90,7 +92,7 @@ def _softmax_like(op: str, x: Any, dim: Any, backend: Optional[str]) -> Any:
     if x.ndim == 0:
         x = x.reshape(1)
         return getattr(c.dispatch(op, backend, on_device), op)(x, 0).reshape(())
-    return getattr(c.dispatch(op, backend, on_device), op)(x, d)
+    return getattr(c.dispatch(op, backend, on_device, input=x), op)(x, d)
 
 
 def softmax(x: Any, dim: int, *, backend: Optional[str] = None) -> Any:
@@ -110,7 +112,7 @@ def _softmax_like_backward(op: str, grad_output: Any, output: Any, dim: Any, bac
     d = c.dim_arg(op, dim, y.ndim)
     if y.ndim == 0:
         return getattr(c.dispatch(op, backend, on_device), op)(g.reshape(1), y.reshape(1), 0).reshape(())
-    return getattr(c.dispatch(op, backend, on_device), op)(g, y, d)
+    return getattr(c.dispatch(op, backend, on_device, grad_output=g, output=y), op)(g, y, d)
 
 
 def softmax_backward(grad_output: Any, output: Any, dim: int, *, backend: Optional[str] = None) -> Any:
@@ -142,7 +144,8 @@ def dropout(x: Any, p: float = 0.5, training: bool = True, *, seed: Optional[int
 
     The mask comes from a counter-based generator: one ``seed`` gives the
     same mask on every backend and for any thread count. ``seed=None`` draws
-    a fresh one. Not training, or ``p == 0``, returns ``x`` unchanged.
+    a fresh one. Not training, or ``p == 0``, returns ``x`` unchanged. A
+    dropped element is ``x * 0``, as in PyTorch: NaN and +-Inf give NaN.
     ``return_mask=True`` also returns the boolean keep-mask for
     :func:`dropout_backward`.
     """
@@ -155,14 +158,17 @@ def dropout(x: Any, p: float = 0.5, training: bool = True, *, seed: Optional[int
     if not training or p == 0.0:
         out, mask = x, (xp.ones(x.shape, dtype=bool) if return_mask else None)
     elif p == 1.0:
-        out, mask = xp.zeros_like(x), (xp.zeros(x.shape, dtype=bool) if return_mask else None)
+        out, mask = _times_zero(x), (xp.zeros(x.shape, dtype=bool) if return_mask else None)
     else:
-        out, mask = c.dispatch(op, backend, on_device).dropout(x, p, seed)
+        out, mask = c.dispatch(op, backend, on_device, input=x).dropout(x, p, seed)
     return (out, mask) if return_mask else out
 
 
 def dropout_backward(grad_output: Any, mask: Any, p: float, *, backend: Optional[str] = None) -> Any:
-    """Gradient of :func:`dropout`: ``grad_output * mask / (1 - p)`` (zeros when ``p == 1``)."""
+    """Gradient of :func:`dropout`: ``grad_output * mask / (1 - p)`` (``grad_output * 0`` when ``p == 1``).
+
+    As in PyTorch, a dropped position gets ``grad_output * 0``: NaN where the gradient is NaN or +-Inf.
+    """
     op = "dropout_backward"
     p = c.float_arg(op, "p", p, low=0.0, high=1.0)
     a, on_device = c.float_arrays(op, grad_output=grad_output)
@@ -172,10 +178,19 @@ def dropout_backward(grad_output: Any, mask: Any, p: float, *, backend: Optional
     if m.dtype != np.bool_:
         raise TypeError(f"{op}: mask must be a bool array (from dropout(..., return_mask=True)), got {m.dtype}")
     if p == 1.0:
-        return _array_module(g).zeros_like(g)
+        return _times_zero(g)
     if p == 0.0:
-        return g * m
-    return c.dispatch(op, backend, on_device).dropout_backward(g, m, p)
+        with np.errstate(invalid="ignore"):
+            return g * m  # x * mask: a dropped NaN / Inf gradient gives NaN, as at any other p
+    return c.dispatch(op, backend, on_device, grad_output=g, mask=m).dropout_backward(g, m, p)
+
+
+def _times_zero(a: Any) -> Any:
+    """``a * 0`` in ``a``'s dtype (NaN where ``a`` is NaN or +-Inf, -0 where it is negative), a fresh array."""
+    if isinstance(a, np.ndarray):
+        with np.errstate(invalid="ignore"):
+            return a * a.dtype.type(0)
+    return a * a.dtype.type(0)
 
 
 def _array_module(a: Any):
@@ -209,7 +224,7 @@ def cross_entropy(logits: Any, target: Any, *, backend: Optional[str] = None) ->
     """
     op = "cross_entropy"
     logits, t, on_device = _ce_args(op, logits, target)
-    return c.dispatch(op, backend, on_device).cross_entropy(logits, t)
+    return c.dispatch(op, backend, on_device, logits=logits).cross_entropy(logits, t)
 
 
 def cross_entropy_backward(grad_loss: Any, logits: Any, target: Any, *, backend: Optional[str] = None) -> Any:
@@ -220,4 +235,4 @@ def cross_entropy_backward(grad_loss: Any, logits: Any, target: Any, *, backend:
     if g.size != 1:
         raise ValueError(f"{op}: grad_loss must be a scalar, got shape {tuple(g.shape)}")
     g = g.reshape(()).astype(logits.dtype)
-    return c.dispatch(op, backend, on_device).cross_entropy_backward(g, logits, t)
+    return c.dispatch(op, backend, on_device, logits=logits).cross_entropy_backward(g, logits, t)

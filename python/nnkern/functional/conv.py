@@ -50,6 +50,9 @@ def _conv_args(op: str, x: Any, weight: Any, bias: Any, stride: Any, padding: An
     if bias is not None:
         c.shape(op, "bias", bias, (o,))
     pad = _padding4(op, padding, (kh, kw), dilation, stride)
+    if max(pad) > c.MAX_OPTION:  # padding="same" with a huge dilated kernel
+        raise ValueError(f"{op}: padding {pad} (from padding={padding!r}, kernel {kh}x{kw}, dilation {dilation}) "
+                         f"must be at most 2**60")
     oh = conv_output_size(h, kh, stride[0], pad[0], pad[1], dilation[0])
     ow = conv_output_size(w, kw, stride[1], pad[2], pad[3], dilation[1])
     c.output_size_ok(op, (oh, ow), f"input {h}x{w}, kernel {kh}x{kw}, stride {stride}, padding {pad}, dilation {dilation}")
@@ -80,7 +83,8 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntOrPair = 1, padding
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     if residual is not None:
         c.shape(op, "residual", residual, out_shape)
-    out = c.dispatch(op, backend, on_device).conv2d(x, weight, bias, stride, pad, dilation, groups, activation, residual)
+    out = c.dispatch(op, backend, on_device, input=x, weight=weight, bias=bias, residual=residual).conv2d(
+        x, weight, bias, stride, pad, dilation, groups, activation, residual)
     return out[0] if unbatched else out
 
 
@@ -102,7 +106,8 @@ def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: IntOrPair = 1
     stride, pad, dilation, groups, out_shape = _conv_args(op, x, weight, None, stride, padding, dilation, groups)
     c.shape(op, "grad_output", g, out_shape)
     mask = c.mask3(op, output_mask)
-    gx, gw, gb = c.dispatch(op, backend, on_device).conv2d_backward(g, x, weight, stride, pad, dilation, groups, mask)
+    gx, gw, gb = c.dispatch(op, backend, on_device, grad_output=g, input=x, weight=weight).conv2d_backward(
+        g, x, weight, stride, pad, dilation, groups, mask)
     if unbatched and gx is not None:
         gx = gx[0]
     return gx, gw, gb

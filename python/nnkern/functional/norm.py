@@ -17,6 +17,20 @@ def _check_running(op: str, name: str, r: Any, channels: int, dtype: Any, traini
         raise ValueError(f"{op}: {name} is updated in place in training mode but is read-only")
 
 
+def _check_no_overlap(op: str, running: dict[str, Any], others: dict[str, Any]) -> None:
+    """In training mode the running statistics are written while the inputs are read: they must not
+    share memory with each other or with any input (the result would depend on the order of the
+    kernel's reads and writes). Only NumPy arrays are checked."""
+    stats = [(k, v) for k, v in running.items() if isinstance(v, np.ndarray)]
+    for i, (name, r) in enumerate(stats):
+        later = stats[i + 1:] + [(k, v) for k, v in others.items() if isinstance(v, np.ndarray)]
+        for other_name, other in later:
+            if np.may_share_memory(r, other):
+                raise ValueError(
+                    f"{op}: {name} is updated in place in training mode and must not share memory with "
+                    f"{other_name}; pass separate arrays (e.g. {other_name}.copy())")
+
+
 def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
                activation: Optional[str] = None, residual: Any = None,
@@ -49,6 +63,9 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, 
     if rm is not None:
         _check_running(op, "running_mean", raw_rm, ch, x.dtype, training)
         _check_running(op, "running_var", raw_rv, ch, x.dtype, training)
+        if training:
+            _check_no_overlap(op, {"running_mean": raw_rm, "running_var": raw_rv},
+                              {"input": x, "weight": weight, "bias": bias, "residual": residual})
     elif not training:
         raise ValueError(f"{op}: running_mean and running_var are required when training=False")
     if weight is not None:
@@ -62,7 +79,7 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, 
     count = int(np.prod(x.shape, dtype=np.int64)) // max(ch, 1)
     if training and count == 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}")
-    out, mean, invstd = c.dispatch(op, backend, on_device).batch_norm(
+    out, mean, invstd = c.dispatch(op, backend, on_device, input=x, residual=residual).batch_norm(
         x, rm, rv, weight, bias, training, momentum, eps, activation, residual)
     return (out, mean, invstd) if return_stats else out
 
@@ -94,4 +111,5 @@ def batch_norm_backward(grad_output: Any, x: Any, weight: Any, mean: Any, invstd
     if mean is None or invstd is None:
         raise ValueError(f"{op}: mean and invstd are required (from batch_norm(..., return_stats=True))")
     mask = c.mask3(op, output_mask)
-    return c.dispatch(op, backend, on_device).batch_norm_backward(g, x, weight, mean, invstd, bool(training), mask)
+    return c.dispatch(op, backend, on_device, grad_output=g, input=x).batch_norm_backward(
+        g, x, weight, mean, invstd, bool(training), mask)

@@ -53,7 +53,7 @@ def max_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
     a, on_device = c.float_arrays(op, input=x)
     x4, unbatched = _input(op, a["input"])
     k, s, p, d, cm, _ = _window(op, x4, kernel_size, stride, padding, dilation, ceil_mode)
-    out, idx = c.dispatch(op, backend, on_device).max_pool2d(x4, k, s, p, d, cm)
+    out, idx = c.dispatch(op, backend, on_device, input=x4).max_pool2d(x4, k, s, p, d, cm)
     if unbatched:
         out, idx = out[0], idx[0]
     return (out, idx) if return_indices else out
@@ -75,7 +75,8 @@ def max_pool2d_backward(grad_output: Any, x: Any, indices: Any, kernel_size: Int
     c.shape(op, "indices", idx, expected)
     if np.dtype(idx.dtype) != np.int64:
         raise TypeError(f"{op}: indices must have dtype int64, got {idx.dtype}")
-    gx = c.dispatch(op, backend, on_device).max_pool2d_backward(g, x4, idx, k, s, p, d, cm)
+    gx = c.dispatch(op, backend, on_device, grad_output=g, input=x4, indices=idx).max_pool2d_backward(
+        g, x4, idx, k, s, p, d, cm)
     return gx[0] if unbatched else gx
 
 
@@ -91,7 +92,7 @@ def avg_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
     a, on_device = c.float_arrays(op, input=x)
     x4, unbatched = _input(op, a["input"])
     k, s, p, cm, _ = _avg_window(op, x4, kernel_size, stride, padding, ceil_mode)
-    out = c.dispatch(op, backend, on_device).avg_pool2d(x4, k, s, p, cm, bool(count_include_pad))
+    out = c.dispatch(op, backend, on_device, input=x4).avg_pool2d(x4, k, s, p, cm, bool(count_include_pad))
     return out[0] if unbatched else out
 
 
@@ -105,7 +106,8 @@ def avg_pool2d_backward(grad_output: Any, x: Any, kernel_size: IntOrPair, stride
     g = a["grad_output"][None] if unbatched else a["grad_output"]
     k, s, p, cm, (oh, ow) = _avg_window(op, x4, kernel_size, stride, padding, ceil_mode)
     c.shape(op, "grad_output", g, tuple(x4.shape[:2]) + (oh, ow))
-    gx = c.dispatch(op, backend, on_device).avg_pool2d_backward(g, x4, k, s, p, cm, bool(count_include_pad))
+    gx = c.dispatch(op, backend, on_device, grad_output=g, input=x4).avg_pool2d_backward(
+        g, x4, k, s, p, cm, bool(count_include_pad))
     return gx[0] if unbatched else gx
 
 
@@ -126,7 +128,18 @@ def _adaptive_size(op: str, output_size: Any, x4: Any) -> tuple[int, int]:
         result.append(int(v))
     if min(result) > 0 and min(int(x4.shape[2]), int(x4.shape[3])) < 1:
         raise ValueError(f"{op}: input height and width must be positive, got shape {tuple(x4.shape)}")
+    _adaptive_indexable(op, (result[0], result[1]), x4)
     return result[0], result[1]
+
+
+def _adaptive_indexable(op: str, out_hw: tuple[int, int], x4: Any) -> None:
+    """The output fits nnkern's indexing, and so do the bin bounds ``(i + 1) * size`` of every cell."""
+    c.elements_ok(op, tuple(x4.shape[:2]) + tuple(out_hw))
+    for axis, o in enumerate(out_hw):
+        size = int(x4.shape[2 + axis])
+        if (o + 1) * size > c.MAX_ELEMENTS:
+            raise ValueError(f"{op}: output size {tuple(out_hw)} over an input of {tuple(x4.shape[2:])} needs bin "
+                             f"bounds beyond 2**62, more than nnkern can index")
 
 
 def adaptive_avg_pool2d(x: Any, output_size: Any, *, backend: Optional[str] = None) -> Any:
@@ -138,7 +151,7 @@ def adaptive_avg_pool2d(x: Any, output_size: Any, *, backend: Optional[str] = No
     a, on_device = c.float_arrays(op, input=x)
     x4, unbatched = _input(op, a["input"])
     size = _adaptive_size(op, output_size, x4)
-    out = c.dispatch(op, backend, on_device).adaptive_avg_pool2d(x4, size)
+    out = c.dispatch(op, backend, on_device, input=x4).adaptive_avg_pool2d(x4, size)
     return out[0] if unbatched else out
 
 
@@ -150,5 +163,6 @@ def adaptive_avg_pool2d_backward(grad_output: Any, x: Any, *, backend: Optional[
     g = a["grad_output"][None] if unbatched else a["grad_output"]
     if g.ndim != 4 or tuple(g.shape[:2]) != tuple(x4.shape[:2]):
         raise ValueError(f"{op}: grad_output must have shape {tuple(x4.shape[:2])} + (OH, OW), got {tuple(g.shape)}")
-    gx = c.dispatch(op, backend, on_device).adaptive_avg_pool2d_backward(g, x4)
+    _adaptive_indexable(op, (int(g.shape[2]), int(g.shape[3])), x4)
+    gx = c.dispatch(op, backend, on_device, grad_output=g, input=x4).adaptive_avg_pool2d_backward(g, x4)
     return gx[0] if unbatched else gx

@@ -76,14 +76,17 @@ def log_softmax_backward(grad_output, output, dim):
 
 
 def dropout(x, p, seed):
+    # a dropped element is x * 0, as in PyTorch (x * mask / (1 - p)): NaN and +-Inf give NaN, -1 gives -0
     mask = keep_mask(seed, x.shape, p)
     scale = x.dtype.type(1.0 / (1.0 - p))
-    return np.where(mask, x * scale, x.dtype.type(0)), mask
+    with np.errstate(invalid="ignore"):
+        return np.where(mask, x * scale, x * x.dtype.type(0)), mask
 
 
 def dropout_backward(grad_output, mask, p):
     scale = grad_output.dtype.type(1.0 / (1.0 - p))
-    return np.where(mask, grad_output * scale, grad_output.dtype.type(0))
+    with np.errstate(invalid="ignore"):
+        return np.where(mask, grad_output * scale, grad_output * grad_output.dtype.type(0))
 
 
 def cross_entropy(logits, target):

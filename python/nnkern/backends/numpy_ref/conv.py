@@ -39,8 +39,15 @@ def _windows(xp, kernel, out_hw, stride, dilation):
     n, c = xp.shape[:2]
     (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     s_n, s_c, s_h, s_w = xp.strides
+
+    def step(length, byte_stride, by):
+        # an axis of length 1 never steps: a huge stride or dilation there (stride=2**60 giving one
+        # output column) must not overflow the byte stride
+        return byte_stride * by if length > 1 else 0
+
     return as_strided(xp, shape=(n, c, kh, kw, oh, ow),
-                      strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
+                      strides=(s_n, s_c, step(kh, s_h, dh), step(kw, s_w, dw), step(oh, s_h, sh), step(ow, s_w, sw)),
+                      writeable=False)
 
 
 def _im2col(x, kernel, out_hw, stride, padding, dilation, groups):

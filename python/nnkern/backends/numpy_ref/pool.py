@@ -9,8 +9,10 @@ rule for rule: max-pool index and NaN semantics, the ``ceil_mode`` output size
 Max and average pooling loop over the kernel taps (kh * kw of them): tap
 ``(i, j)`` of every window is one strided slice of the padded input, so each
 step is a whole-array operation over all (N, C, OH, OW) windows at once.
-Adaptive average pooling is separable (the mean over a rectangle is the mean
-over rows of the means over columns), so it is two small matrix products.
+Adaptive average pooling is separable (the sum over a rectangle is the sum
+over rows of the sums over columns): two ``np.add.reduceat`` over the bins,
+which, unlike products with averaging matrices, keep a NaN or Inf inside the
+bins that hold it.
 """
 from __future__ import annotations
 
@@ -184,34 +186,66 @@ def avg_pool2d_backward(grad_output, x, kernel, stride, padding, ceil_mode, coun
 # adaptive average pooling
 
 
-def _averaging_matrix(size, out, dtype):
-    """``A (out, size)`` with ``A[i, start_i:end_i] = 1 / (end_i - start_i)``, bins of ``adaptive_bounds``.
+def _bins(size, out):
+    """Bounds ``(start, end)`` (arrays of ``out``) of the adaptive bins over ``size`` cells."""
+    return adaptive_bounds(size, out, np.arange(out))  # the rule works on arrays too
 
-    Bins may overlap and differ in size (and ``out > size`` repeats input cells).
+
+def _bin_sums(a, axis, out):
+    """Sums of ``a`` over the ``out`` adaptive bins along ``axis``, and the bin sizes.
+
+    One ``np.add.reduceat`` over the interleaved bounds ``s0, e0, s1, e1, ...`` (every other
+    result is a bin; bins may overlap, and ``out > size`` repeats cells): each bin sums only
+    its own cells, so a NaN or Inf reaches exactly the bins that hold it. A zero cell appended
+    along ``axis`` lets the last end (``size``) be an index.
     """
-    start, end = adaptive_bounds(size, out, np.arange(out))  # the rule works on arrays too
-    pos = np.arange(size)
-    inside = (pos >= start[:, None]) & (pos < end[:, None])
-    return inside.astype(dtype) / (end - start).astype(dtype)[:, None]
+    start, end = _bins(a.shape[axis], out)
+    pad = list(a.shape)
+    pad[axis] = 1
+    padded = np.concatenate([a, np.zeros(pad, a.dtype)], axis=axis)
+    sums = np.add.reduceat(padded, np.stack([start, end], axis=1).reshape(-1), axis=axis)
+    return np.take(sums, np.arange(0, 2 * out, 2), axis=axis), (end - start)
+
+
+def _bin_spread(g, axis, size):
+    """The transpose of :func:`_bin_sums`: cell ``k`` of the result sums ``g`` over the bins that hold ``k``.
+
+    The (bin, cell) pairs sorted by cell, gathered and summed per cell with ``np.add.reduceat``
+    (every cell lies in at least one bin): no product with zeros, so NaN and Inf stay in their bins.
+    """
+    start, end = _bins(size, g.shape[axis])
+    lengths = end - start
+    offsets = np.cumsum(lengths) - lengths
+    cell = np.arange(lengths.sum()) - np.repeat(offsets, lengths) + np.repeat(start, lengths)
+    order = np.argsort(cell, kind="stable")
+    taken = np.take(g, np.repeat(np.arange(g.shape[axis]), lengths)[order], axis=axis)
+    return np.add.reduceat(taken, np.searchsorted(cell[order], np.arange(size)), axis=axis)
 
 
 def adaptive_avg_pool2d(x, output_size):
-    """Adaptive average pooling: ``Ah @ x @ Aw.T`` per plane; the global (1, 1) case is a mean."""
+    """Adaptive average pooling: means over the row bins, then over the column bins (separable);
+    the global (1, 1) case is a mean."""
     oh, ow = output_size
-    h, w = x.shape[2:]
+    n, c, h, w = x.shape
+    if oh == 0 or ow == 0:
+        return np.zeros((n, c, oh, ow), x.dtype)
     if (oh, ow) == (1, 1):
         return x.mean(axis=(2, 3), keepdims=True)
-    ah = _averaging_matrix(h, oh, x.dtype)
-    aw = _averaging_matrix(w, ow, x.dtype)
-    return np.matmul(np.matmul(ah, x), aw.T)
+    rows, count_h = _bin_sums(x, 2, oh)
+    cells, count_w = _bin_sums(rows, 3, ow)
+    return cells / (count_h[:, None] * count_w).astype(x.dtype)
 
 
 def adaptive_avg_pool2d_backward(grad_output, x):
-    """Transpose of the forward: ``Ah.T @ grad @ Aw``; the global case spreads grad / (H*W)."""
+    """Transpose of the forward: each output's gradient divided by its bin's size and spread over
+    its bin (columns, then rows); the global case spreads grad / (H*W)."""
     oh, ow = grad_output.shape[2:]
     h, w = x.shape[2:]
+    if oh == 0 or ow == 0:
+        return np.zeros(x.shape, grad_output.dtype)
     if (oh, ow) == (1, 1):
         return np.broadcast_to(grad_output / (h * w), x.shape).copy()
-    ah = _averaging_matrix(h, oh, grad_output.dtype)
-    aw = _averaging_matrix(w, ow, grad_output.dtype)
-    return np.matmul(np.matmul(ah.T, grad_output), aw)
+    start_h, end_h = _bins(h, oh)
+    start_w, end_w = _bins(w, ow)
+    scaled = grad_output / ((end_h - start_h)[:, None] * (end_w - start_w)).astype(grad_output.dtype)
+    return _bin_spread(_bin_spread(scaled, 3, w), 2, h)

@@ -364,8 +364,10 @@ def rnn_seq(mode, x, h0, c0, params, num_layers, bidirectional, batch_first, dro
         if layer < num_layers - 1:
             mask = None
             if use_dropout:
+                # as torch.nn.functional.dropout: out * mask / (1 - p), so a dropped NaN / Inf gives NaN
                 mask = keep_mask(derive(seed, layer), out.shape, dropout)
-                layer_in = np.where(mask, out * dtype.type(1.0 / (1.0 - dropout)), dtype.type(0))
+                with np.errstate(invalid="ignore"):
+                    layer_in = out * np.where(mask, dtype.type(1.0 / (1.0 - dropout)), dtype.type(0))
             else:
                 layer_in = out
             masks.append(mask)
@@ -456,7 +458,8 @@ def rnn_seq_backward(grad_output, grad_h_n, grad_c_n, ws):
         if layer > 0:
             mask = ws.masks[layer - 1]
             if mask is not None:
-                d_x = np.where(mask, d_x * dtype.type(1.0 / (1.0 - ws.dropout)), dtype.type(0))
+                with np.errstate(invalid="ignore"):
+                    d_x = d_x * np.where(mask, dtype.type(1.0 / (1.0 - ws.dropout)), dtype.type(0))
         d_layer_out = d_x
     grad_x = d_layer_out.transpose(1, 0, 2) if ws.batch_first else d_layer_out
     return np.ascontiguousarray(grad_x), grad_h0, grad_c0, grad_params

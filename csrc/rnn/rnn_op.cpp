@@ -1,0 +1,538 @@
+#include "rnn/rnn_op.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <optional>
+
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "core/workspace.h"
+#include "gemm/gemm.h"
+#include "rnn/rnn_pointwise.h"
+#include "vmath/vactivation.h"
+
+namespace nnkern::rnn {
+namespace {
+
+using gemm::GemmArgs;
+using gemm::MatrixRef;
+using gemm::PreparedB;
+using gemm::row_major;
+
+// Below this many FLOPs per time step, a direction runs on one thread: the
+// barrier at every step would cost more than the split saves.
+constexpr double kMinSplitStepFlops = double(1 << 18);
+
+// ------------------------------------------------------------------ activations over spans
+
+struct F32Activations {
+  vmath::F32VunaryFn sigmoid, tanh;
+};
+
+const PerIsa<F32Activations> kF32Act = {
+    {vmath::f32_vsigmoid_scalar, vmath::f32_vtanh_scalar},
+    {NNKERN_X86_ONLY(vmath::f32_vsigmoid_avx2), NNKERN_X86_ONLY(vmath::f32_vtanh_avx2)},
+    {NNKERN_X86_ONLY(vmath::f32_vsigmoid_avx512), NNKERN_X86_ONLY(vmath::f32_vtanh_avx512)},
+};
+
+// In-place sigmoid / tanh of n contiguous elements: the vector kernels for
+// float32, the C library (as the NumPy reference: sigmoid = tanh form) for float64.
+struct Act {
+  F32Activations f32 = kF32Act.active();
+  void sigmoid(std::size_t n, float* x) const { f32.sigmoid(n, x, x); }
+  void tanh(std::size_t n, float* x) const { f32.tanh(n, x, x); }
+  void tanh(std::size_t n, const float* x, float* y) const { f32.tanh(n, x, y); }
+  void sigmoid(std::size_t n, double* x) const {
+    for (std::size_t i = 0; i < n; ++i) x[i] = 0.5 * std::tanh(0.5 * x[i]) + 0.5;
+  }
+  void tanh(std::size_t n, double* x) const {
+    for (std::size_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
+  }
+  void tanh(std::size_t n, const double* x, double* y) const {
+    for (std::size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+  }
+};
+
+// The elementwise passes of the kernel family in use.
+template <class T>
+PointwiseFns<T> pointwise_fns();
+
+template <>
+PointwiseFns<float> pointwise_fns<float>() {
+  switch (active_isa()) {
+#if NNKERN_X86_KERNELS
+    case Isa::avx512: return f32_rnn_pointwise_avx512();
+    case Isa::avx2: return f32_rnn_pointwise_avx2();
+#endif
+    default: return f32_rnn_pointwise_scalar();
+  }
+}
+
+template <>
+PointwiseFns<double> pointwise_fns<double>() {
+  switch (active_isa()) {
+#if NNKERN_X86_KERNELS
+    case Isa::avx512: return f64_rnn_pointwise_avx512();
+    case Isa::avx2: return f64_rnn_pointwise_avx2();
+#endif
+    default: return f64_rnn_pointwise_scalar();
+  }
+}
+
+// ------------------------------------------------------------------ the team
+
+// Which direction a team member works on, and its place in that direction's group.
+struct Role {
+  std::size_t dir, rank, size;
+};
+
+Role role_of(std::size_t dirs, std::size_t rank, std::size_t size) {
+  if (dirs == 2 && size >= 2) {
+    const std::size_t d = rank % 2;
+    return {d, rank / 2, (size - d + 1) / 2};
+  }
+  return {0, rank, size};  // with one member and two directions, the caller loops over both
+}
+
+// A whole layer below this many FLOPs runs on the calling thread alone, input
+// projection and weight gradients included: waking a sleeping worker costs
+// more (measured ~80 us on this VM for the batch-1 LSTM row) than it saves.
+constexpr double kMinParallelLayerFlops = double(1 << 24);
+
+template <class T>
+bool layer_is_small(const LayerArgs<T>& a) {
+  const double g = double(a.hidden * gate_count(a.mode));
+  return 2.0 * double(a.steps) * double(a.batch) * g * double(a.input + a.hidden) * double(a.dirs.size()) <
+         kMinParallelLayerFlops;
+}
+
+// Members to ask for: two directions run side by side; one direction is split
+// when a step is big enough.
+template <class T>
+std::size_t team_members(const LayerArgs<T>& a, std::size_t threads) {
+  const double step_flops = 2.0 * double(a.batch) * double(a.hidden) * double(a.hidden * gate_count(a.mode));
+  if (a.dirs.size() == 2) return step_flops * double(a.steps) >= kMinSplitStepFlops ? threads : 1;
+  return step_flops >= kMinSplitStepFlops ? threads : 1;
+}
+
+// The hidden units [u0, u1) of member `rank` of `size`, in whole runs of `align`.
+std::pair<std::size_t, std::size_t> units_of(std::size_t hidden, std::size_t align, std::size_t rank,
+                                             std::size_t size) {
+  const std::size_t blocks = (hidden + align - 1) / align;
+  const auto [b0, b1] = chunk_range(blocks, size, rank);
+  return {std::min(hidden, b0 * align), std::min(hidden, b1 * align)};
+}
+
+// Per-member A-panel scratch of one prepared operand, carved from one buffer.
+template <class T>
+struct MemberScratch {
+  ScratchBuffer buf;
+  std::size_t per = 0;
+  MemberScratch(std::size_t members, std::size_t elements)
+      : buf(acquire_scratch(std::max<std::size_t>(1, members * (elements + 16)) * sizeof(T))), per(elements + 16) {}
+  T* of(std::size_t member) const { return buf.as<T>() + member * per; }
+};
+
+// ------------------------------------------------------------------ forward
+
+template <class T>
+struct ForwardDirection {
+  const LayerArgs<T>& a;
+  const DirectionData<T>& dd;
+  std::size_t G, H, N, ldo, col;  // col: this direction's first column in out
+  std::vector<std::unique_ptr<PreparedB<T>>> w;  // W_hh^T, one per gate block (k = H, n = H)
+  std::unique_ptr<PreparedB<T>> w_all;           // or W_hh^T whole (k = H, n = G), for a team of one
+  T* gh = nullptr;                               // gru: (N, G) hidden projection of the step
+  ScratchBuffer gh_buf;
+  Act act;
+  PointwiseFns<T> pw = pointwise_fns<T>();
+
+  ForwardDirection(const LayerArgs<T>& args, std::size_t d, std::size_t max_members)
+      : a(args), dd(args.dirs[d]) {
+    H = a.hidden;
+    N = a.batch;
+    G = H * gate_count(a.mode);
+    ldo = H * a.dirs.size();
+    col = d * H;
+    if (max_members == 1) {
+      // one thread owns every unit: one operand over all gates (more panels per multiply)
+      w_all = std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh, 1, std::ptrdiff_t(H)}, H, G, N, active_isa());
+    } else {
+      for (std::size_t g = 0; g < G / H; ++g) {
+        // B = (block g of W_hh)^T: B(p, j) = W_hh[g*H + j, p]
+        w.push_back(std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh + g * H * H, 1, std::ptrdiff_t(H)}, H, H, N,
+                                                   active_isa()));
+      }
+    }
+    if (a.mode == Mode::gru) {
+      gh_buf = acquire_scratch(std::max<std::size_t>(1, N * G) * sizeof(T));
+      gh = gh_buf.as<T>();
+    }
+  }
+
+  const PreparedB<T>& any_w() const { return w_all ? *w_all : *w[0]; }
+  std::size_t align() const { return any_w().column_align(); }
+  std::size_t scratch_elements() const { return any_w().scratch_elements(); }
+
+  // The input projection of every step: gates (T*N, G) = x W_ih^T + bias.
+  void project_input(T* bias_buf) const {
+    const T* bias = nullptr;
+    if (a.mode == Mode::gru) {
+      bias = dd.b_ih;
+    } else if (dd.b_ih != nullptr || dd.b_hh != nullptr) {
+      for (std::size_t g = 0; g < G; ++g) {
+        bias_buf[g] = (dd.b_ih != nullptr ? dd.b_ih[g] : T(0)) + (dd.b_hh != nullptr ? dd.b_hh[g] : T(0));
+      }
+      bias = bias_buf;
+    }
+    GemmArgs<T> g;
+    g.m = a.steps * N;
+    g.n = G;
+    g.k = a.input;
+    g.a = row_major(a.x, a.input);
+    g.b = row_major(dd.w_ih, a.input, /*trans=*/true);
+    g.c = dd.gates;
+    g.ldc = G;
+    g.bias = bias;
+    gemm::gemm(g);
+  }
+
+  std::size_t time_of(std::size_t s) const { return dd.reverse ? a.steps - 1 - s : s; }
+  // Row of (step t, batch n) in the (T*N)-row arrays: time-major, or batch-major for batch_first.
+  std::size_t row(std::size_t t, std::size_t n) const { return a.batch_major ? n * a.steps + t : t * N + n; }
+  // Elements between the rows of consecutive batch entries within one step, for rows `width` wide.
+  std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
+
+
+  // One member's share of the whole time loop.
+  void run(std::size_t rank, std::size_t size, SpinBarrier& barrier, T* scratch) {
+    const auto [u0, u1] = units_of(H, align(), rank, size);
+    const std::size_t U = u1 - u0;
+    const std::size_t NH = N * H;
+    // the state fed into the first step
+    for (std::size_t n = 0; n < N; ++n) {
+      std::copy(dd.h0 + n * H + u0, dd.h0 + n * H + u1, dd.hprev + row(time_of(0), n) * H + u0);
+      if (a.mode == Mode::lstm) {
+        std::copy(dd.c0 + n * H + u0, dd.c0 + n * H + u1, dd.cprev + row(time_of(0), n) * H + u0);
+      }
+    }
+    barrier.wait(size);
+    for (std::size_t s = 0; s < a.steps; ++s) {
+      const std::size_t t = time_of(s);
+      const bool last = s + 1 == a.steps;
+      T* gates = dd.gates + row(t, 0) * G;
+      const T* hp = dd.hprev + row(t, 0) * H;
+      T* h_next = last ? dd.h_last : dd.hprev + row(time_of(s + 1), 0) * H;
+      const std::size_t ld_next = last ? H : step(H);
+      T* out = a.out + row(t, 0) * ldo + col;
+      if (U != 0) {
+        any_w().pack_a(N, hp, step(H), scratch);  // one packed h for every gate block
+        if (w_all && u0 == 0 && u1 == H) {
+          if (a.mode == Mode::gru) {
+            w_all->multiply_packed(N, scratch, 0, G, gh, G, T(1), T(0), dd.b_hh);
+          } else {
+            w_all->multiply_packed(N, scratch, 0, G, gates, step(G), T(1), T(1), nullptr);
+          }
+        } else if (a.mode == Mode::gru) {
+          for (std::size_t g = 0; g < 3; ++g) {
+            w[g]->multiply_packed(N, scratch, u0, u1, gh + g * H, G, T(1), T(0),
+                                  dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr);
+          }
+        } else {
+          for (std::size_t g = 0; g < G / H; ++g) {
+            w[g]->multiply_packed(N, scratch, u0, u1, gates + g * H, step(G), T(1), T(1), nullptr);
+          }
+        }
+        for (std::size_t n = 0; n < N; ++n) {
+          T* gr = gates + n * step(G);
+          T* ho = out + n * step(ldo);
+          T* hn = h_next + n * ld_next;
+          switch (a.mode) {
+            case Mode::lstm: {
+              T* c_next = last ? dd.c_last + n * H : dd.cprev + row(time_of(s + 1), n) * H;
+              const T* cp = dd.cprev + row(t, n) * H;
+              T* tc = dd.tanh_c + row(t, n) * H;
+              act.sigmoid(U, gr + u0);
+              act.sigmoid(U, gr + H + u0);
+              act.tanh(U, gr + 2 * H + u0);
+              act.sigmoid(U, gr + 3 * H + u0);
+              pw.lstm_state(U, gr + u0, gr + H + u0, gr + 2 * H + u0, cp + u0, c_next + u0);
+              act.tanh(U, c_next + u0, tc + u0);
+              pw.lstm_out(U, gr + 3 * H + u0, tc + u0, ho + u0, hn + u0);
+              break;
+            }
+            case Mode::gru: {
+              const T* ghr = gh + n * G;
+              T* ghn = dd.ghn + row(t, n) * H;
+              pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
+              act.sigmoid(U, gr + u0);
+              act.sigmoid(U, gr + H + u0);
+              pw.gru_n(U, gr + 2 * H + u0, gr + u0, ghr + 2 * H + u0, ghn + u0);
+              act.tanh(U, gr + 2 * H + u0);
+              pw.gru_out(U, gr + 2 * H + u0, gr + H + u0, hp + n * step(H) + u0, ho + u0, hn + u0);
+              break;
+            }
+            case Mode::rnn_tanh:
+              act.tanh(U, gr + u0, hn + u0);
+              std::copy(hn + u0, hn + u1, ho + u0);
+              break;
+            case Mode::rnn_relu:
+              pw.relu_out(U, gr + u0, ho + u0, hn + u0);
+              break;
+          }
+        }
+      }
+      barrier.wait(size);
+    }
+  }
+};
+
+template <class T>
+void forward_typed(const LayerArgs<T>& a) {
+  std::optional<ScopedSerial> serial;
+  if (layer_is_small(a)) serial.emplace();
+  const std::size_t D = a.dirs.size();
+  const std::size_t H = a.hidden, N = a.batch, NH = N * H;
+  if (a.steps == 0) {
+    for (const auto& dd : a.dirs) {
+      std::copy(dd.h0, dd.h0 + NH, dd.h_last);
+      if (a.mode == Mode::lstm) std::copy(dd.c0, dd.c0 + NH, dd.c_last);
+    }
+    return;
+  }
+  const std::size_t threads = serial ? 1 : static_cast<std::size_t>(get_num_threads());
+  const std::size_t max_members = team_members(a, threads);
+  std::vector<std::unique_ptr<ForwardDirection<T>>> dirs;
+  ScratchBuffer bias = acquire_scratch(std::max<std::size_t>(1, H * gate_count(a.mode)) * sizeof(T));
+  for (std::size_t d = 0; d < D; ++d) {
+    dirs.push_back(std::make_unique<ForwardDirection<T>>(a, d, max_members));
+    dirs[d]->project_input(bias.as<T>());
+  }
+  MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
+  SpinBarrier barriers[2];
+  parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
+    const Role r = role_of(D, rank, size);
+    if (D == 2 && size == 1) {
+      for (std::size_t d = 0; d < 2; ++d) dirs[d]->run(0, 1, barriers[d], scratch.of(d));
+      return;
+    }
+    dirs[r.dir]->run(r.rank, r.size, barriers[r.dir], scratch.of(rank));
+  });
+}
+
+// ------------------------------------------------------------------ backward
+
+template <class T>
+struct BackwardDirection {
+  const LayerArgs<T>& a;
+  const DirectionData<T>& dd;
+  std::size_t G, H, N, ldo, col;
+  ScratchBuffer wt_buf;     // W_hh^T (H, G), rows contiguous: the small-batch dot kernel reads it
+  std::unique_ptr<PreparedB<T>> w;  // B = W_hh (k = G, n = H)
+  ScratchBuffer state_buf;  // dh, dc, direct: (N, H) each
+  T *dh, *dc, *direct;
+  T* d_h;  // hidden-side gate gradients
+  PointwiseFns<T> pw = pointwise_fns<T>();
+
+  BackwardDirection(const LayerArgs<T>& args, std::size_t d) : a(args), dd(args.dirs[d]) {
+    H = a.hidden;
+    N = a.batch;
+    G = H * gate_count(a.mode);
+    ldo = H * a.dirs.size();
+    col = d * H;
+    wt_buf = acquire_scratch(std::max<std::size_t>(1, G * H) * sizeof(T));
+    T* wt = wt_buf.as<T>();
+    for (std::size_t g = 0; g < G; ++g) {
+      for (std::size_t j = 0; j < H; ++j) wt[j * G + g] = dd.w_hh[g * H + j];
+    }
+    // B(p, j) = W_hh[p, j] = wt[j * G + p]
+    w = std::make_unique<PreparedB<T>>(MatrixRef<T>{wt, 1, std::ptrdiff_t(G)}, G, H, N, active_isa());
+    state_buf = acquire_scratch(std::max<std::size_t>(1, 3 * N * H) * sizeof(T));
+    dh = state_buf.as<T>();
+    dc = dh + N * H;
+    direct = dc + N * H;
+    d_h = dd.d_gates_h != nullptr ? dd.d_gates_h : dd.d_gates;
+  }
+
+  std::size_t align() const { return w->column_align(); }
+  std::size_t scratch_elements() const { return w->scratch_elements(); }
+  // processing order of the backward: the forward's, reversed
+  std::size_t time_of(std::size_t s) const { return dd.reverse ? s : a.steps - 1 - s; }
+  // Row of (step t, batch n) in the (T*N)-row arrays: time-major, or batch-major for batch_first.
+  std::size_t row(std::size_t t, std::size_t n) const { return a.batch_major ? n * a.steps + t : t * N + n; }
+  // Elements between the rows of consecutive batch entries within one step, for rows `width` wide.
+  std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
+
+
+  void run(std::size_t rank, std::size_t size, SpinBarrier& barrier, T* scratch) {
+    const auto [u0, u1] = units_of(H, align(), rank, size);
+    for (std::size_t n = 0; n < N; ++n) {
+      for (std::size_t j = u0; j < u1; ++j) {
+        direct[n * H + j] = dd.grad_h_last != nullptr ? dd.grad_h_last[n * H + j] : T(0);
+        if (a.mode == Mode::lstm) dc[n * H + j] = dd.grad_c_last != nullptr ? dd.grad_c_last[n * H + j] : T(0);
+      }
+    }
+    for (std::size_t s = 0; s < a.steps; ++s) {
+      const std::size_t t = time_of(s);
+      if (u1 > u0) {
+        // dh = grad of this step's output + what flows back from the later step
+        for (std::size_t n = 0; n < N; ++n) {
+          const T* go = a.grad_out != nullptr ? a.grad_out + row(t, n) * ldo + col : nullptr;
+          for (std::size_t j = u0; j < u1; ++j) {
+            dh[n * H + j] = direct[n * H + j] + (go != nullptr ? go[j] : T(0));
+          }
+        }
+        if (s > 0) {
+          const T* dprev = d_h + row(time_of(s - 1), 0) * G;
+          w->multiply(N, dprev, step(G), u0, u1, dh, H, T(1), T(1), nullptr, scratch);
+        }
+        pointwise(t, u0, u1);
+      }
+      barrier.wait(size);
+    }
+    // the gradient of the initial states
+    for (std::size_t n = 0; n < N; ++n) {
+      for (std::size_t j = u0; j < u1; ++j) {
+        dd.grad_h0[n * H + j] = direct[n * H + j];  // gru: the z path; others: 0 after a step
+        if (a.mode == Mode::lstm) dd.grad_c0[n * H + j] = dc[n * H + j];
+      }
+    }
+    if (a.steps > 0 && u1 > u0) {
+      w->multiply(N, d_h + row(time_of(a.steps - 1), 0) * G, step(G), u0, u1, dd.grad_h0, H, T(1), T(1), nullptr, scratch);
+    }
+  }
+
+  // Gate gradients of step t for units [u0, u1) from dh; updates dc / direct.
+  void pointwise(std::size_t t, std::size_t u0, std::size_t u1) {
+    for (std::size_t n = 0; n < N; ++n) {
+      const T* g = dd.gates + row(t, n) * G;
+      T* dg = dd.d_gates + row(t, n) * G;
+      const T* dhr = dh + n * H;
+      const std::size_t U = u1 - u0;
+      switch (a.mode) {
+        case Mode::lstm:
+          pw.lstm_backward(U, dhr + u0, dc + n * H + u0, g + u0, g + H + u0, g + 2 * H + u0, g + 3 * H + u0,
+                           dd.tanh_c + row(t, n) * H + u0, dd.cprev + row(t, n) * H + u0, dg + u0, dg + H + u0,
+                           dg + 2 * H + u0, dg + 3 * H + u0);
+          break;
+        case Mode::gru: {
+          T* dgh = dd.d_gates_h + row(t, n) * G;
+          pw.gru_backward(U, dhr + u0, g + u0, g + H + u0, g + 2 * H + u0, dd.ghn + row(t, n) * H + u0,
+                          dd.hprev + row(t, n) * H + u0, dg + u0, dg + H + u0, dg + 2 * H + u0, dgh + u0,
+                          dgh + H + u0, dgh + 2 * H + u0, direct + n * H + u0);
+          break;
+        }
+        case Mode::rnn_tanh:
+          pw.tanh_backward(U, dhr + u0, a.out + row(t, n) * ldo + col + u0, dg + u0);
+          break;
+        case Mode::rnn_relu:
+          pw.relu_backward(U, dhr + u0, a.out + row(t, n) * ldo + col + u0, dg + u0);
+          break;
+      }
+      if (a.mode != Mode::gru) {
+        // nothing bypasses W_hh: the next dh starts from the output gradient alone
+        for (std::size_t j = u0; j < u1; ++j) direct[n * H + j] = T(0);
+      }
+    }
+  }
+};
+
+// out[j] = sum over rows of g (m, n) column j, rows in order; columns split over threads.
+template <class T>
+void column_sums(std::size_t m, std::size_t n, const T* g, T* out) {
+  constexpr std::size_t kCols = 64;
+  const std::size_t col_tasks = (n + kCols - 1) / kCols;
+  const std::size_t tasks = std::max<std::size_t>(1, std::min(col_tasks, m * n / (std::size_t{1} << 16)));
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kCols;
+    const std::size_t j1 = std::min(n, chunk_range(col_tasks, tasks, last - 1).second * kCols);
+    std::fill(out + j0, out + j1, T(0));
+    for (std::size_t i = 0; i < m; ++i) {
+      const T* row = g + i * n;
+      for (std::size_t j = j0; j < j1; ++j) out[j] += row[j];
+    }
+  });
+}
+
+// gw (G, K) = d^T (G, M) a (M, K)
+template <class T>
+void weight_grad(std::size_t m, std::size_t g_size, std::size_t k, const T* d, const T* a, T* gw) {
+  GemmArgs<T> g;
+  g.m = g_size;
+  g.n = k;
+  g.k = m;
+  g.a = row_major(d, g_size, /*trans=*/true);
+  g.b = row_major(a, k);
+  g.c = gw;
+  g.ldc = k;
+  gemm::gemm(g);
+}
+
+template <class T>
+void backward_typed(const LayerArgs<T>& a) {
+  std::optional<ScopedSerial> serial;
+  if (layer_is_small(a)) serial.emplace();
+  const std::size_t D = a.dirs.size();
+  const std::size_t H = a.hidden, N = a.batch;
+  const std::size_t G = H * gate_count(a.mode);
+  const std::size_t M = a.steps * N;
+  const std::size_t threads = serial ? 1 : static_cast<std::size_t>(get_num_threads());
+  const std::size_t max_members = team_members(a, threads);
+  std::vector<std::unique_ptr<BackwardDirection<T>>> dirs;
+  for (std::size_t d = 0; d < D; ++d) dirs.push_back(std::make_unique<BackwardDirection<T>>(a, d));
+  MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
+  SpinBarrier barriers[2];
+  parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
+    const Role r = role_of(D, rank, size);
+    if (D == 2 && size == 1) {
+      for (std::size_t d = 0; d < 2; ++d) dirs[d]->run(0, 1, barriers[d], scratch.of(d));
+      return;
+    }
+    dirs[r.dir]->run(r.rank, r.size, barriers[r.dir], scratch.of(rank));
+  });
+  // after the loop: weights, biases and the layer input, over all steps at once
+  for (std::size_t d = 0; d < D; ++d) {
+    const DirectionData<T>& dd = a.dirs[d];
+    const T* d_h = dd.d_gates_h != nullptr ? dd.d_gates_h : dd.d_gates;
+    weight_grad(M, G, a.input, dd.d_gates, a.x, dd.grad_w_ih);
+    weight_grad(M, G, H, d_h, dd.hprev, dd.grad_w_hh);
+    if (dd.grad_b_ih != nullptr) column_sums(M, G, dd.d_gates, dd.grad_b_ih);
+    if (dd.grad_b_hh != nullptr) {
+      if (d_h == dd.d_gates && dd.grad_b_ih != nullptr) {
+        std::copy(dd.grad_b_ih, dd.grad_b_ih + G, dd.grad_b_hh);
+      } else {
+        column_sums(M, G, d_h, dd.grad_b_hh);
+      }
+    }
+    if (a.grad_x != nullptr) {
+      GemmArgs<T> g;  // grad_x (M, I) (+)= d_gates (M, G) W_ih (G, I)
+      g.m = M;
+      g.n = a.input;
+      g.k = G;
+      g.a = row_major(dd.d_gates, G);
+      g.b = row_major(dd.w_ih, a.input);
+      g.beta = d == 0 ? T(0) : T(1);
+      g.c = a.grad_x;
+      g.ldc = a.input;
+      gemm::gemm(g);
+    }
+  }
+}
+
+}  // namespace
+
+std::size_t gate_count(Mode mode) {
+  switch (mode) {
+    case Mode::lstm: return 4;
+    case Mode::gru: return 3;
+    default: return 1;
+  }
+}
+
+void layer_forward(const LayerArgs<float>& args) { forward_typed(args); }
+void layer_forward(const LayerArgs<double>& args) { forward_typed(args); }
+void layer_backward(const LayerArgs<float>& args) { backward_typed(args); }
+void layer_backward(const LayerArgs<double>& args) { backward_typed(args); }
+
+}  // namespace nnkern::rnn
