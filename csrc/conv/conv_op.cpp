@@ -577,13 +577,14 @@ void dw3x3_forward(const Plan& pl, const T* x, const T* w, const T* bias, const 
     for (size_t t = first; t < last; ++t) {
       const size_t n = t / g.o, o = t % g.o, c = o / pl.og;
       kernel(geo, x + (n * g.c + c) * pl.hw, w + o * 9, bias != nullptr ? bias[o] : T(0),
-             residual != nullptr ? residual + t * pl.p : nullptr, relu, out + t * pl.p);
+             residual != nullptr ? residual + t * pl.p : nullptr, relu, /*outside_zero=*/true, out + t * pl.p);
     }
   });
 }
 
 // grad_input plane (n, c): the first output channel of the group writes it,
-// the others (channel multipliers) add to it in channel order.
+// the others (channel multipliers) add to it in channel order. Taps reading
+// outside grad_output are left out (not multiplied by zero), as col2im.
 template <class T>
 void dw3x3_grad_input_plane(const Plan& pl, conv::Dw3x3PlaneFn<T> kernel, const conv::Dw3x3Geo& geo, const T* go,
                             const T* w, size_t n, size_t c, T* gx) {
@@ -592,7 +593,8 @@ void dw3x3_grad_input_plane(const Plan& pl, conv::Dw3x3PlaneFn<T> kernel, const 
   for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
     T wflip[9];
     for (size_t k = 0; k < 9; ++k) wflip[k] = w[o * 9 + 8 - k];
-    kernel(geo, go + (n * g.o + o) * pl.p, wflip, T(0), o == c * pl.og ? nullptr : plane, false, plane);
+    kernel(geo, go + (n * g.o + o) * pl.p, wflip, T(0), o == c * pl.og ? nullptr : plane, /*relu=*/false,
+           /*outside_zero=*/false, plane);
   }
 }
 

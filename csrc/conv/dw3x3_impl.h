@@ -9,9 +9,10 @@
 // lanes are never read), fma(a, b, c) = a*b + c, add, relu (NaN passes, as
 // torch.relu), storeu, mask_store, lanes(lo, hi) (the lanes l with
 // lo <= l < hi), mand (mask and), hsum (lanes summed in a fixed order),
-// kReluAfter (ReLU in a separate pass over the plane), kShift; and when kShift: first_lane, last_lane (masks), shift_in_prev,
-// shift_in_next (one-lane shifts across two vectors), keep (zero lanes
-// outside a mask).
+// fma_mask (FMA in the lanes of a mask, the accumulator elsewhere),
+// kReluAfter (ReLU in a separate pass over the plane), kShift; and when
+// kShift: first_lane, last_lane (masks), shift_in_prev, shift_in_next
+// (one-lane shifts across two vectors), keep (zero lanes outside a mask).
 //
 // Layout of the work: the output plane is cut into groups of R rows and the
 // rows into blocks of L columns. A block of R output rows reads R + 2 input
@@ -120,37 +121,71 @@ struct Dw3x3Impl {
   }
 
   // ---- forward / grad_input
+  //
+  // Two treatments of the taps that fall outside the input plane, matching
+  // the reference (im2col / col2im) also for inf / NaN weights:
+  //  - Mult (the forward): they read zero and are multiplied (w * 0, NaN for
+  //    an infinite weight, as a padded input);
+  //  - !Mult (grad_input): they are left out (col2im only sums real terms):
+  //    rows skipped, lanes by masked FMAs in the blocks at the row's ends.
 
-  template <int R, bool AllRows, bool M>
-  static void fwd_block(const T* const* rows, const bool* ok, idx x0, const Block& b, const vec* w, vec init,
-                        const T* res, bool relu, T* out, idx ow) {
-    vec acc[R];
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = init;
-    _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
-      if (!AllRows && !ok[k]) continue;
-      const T* p = rows[k] + x0;
-      const vec v0 = load<M>(p, b.cm[0]), v1 = load<M>(p + 1, b.cm[1]), v2 = load<M>(p + 2, b.cm[2]);
-      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
-        const int i = k - r;
-        if (i < 0 || i > 2) continue;
-        acc[r] = V::fma(w[3 * i], v0, acc[r]);
-        acc[r] = V::fma(w[3 * i + 1], v1, acc[r]);
-        acc[r] = V::fma(w[3 * i + 2], v2, acc[r]);
-      }
+  template <bool Masked>
+  static vec fmadd(vec a, vec b, vec c, mask m) {
+    if constexpr (Masked) {
+      return V::fma_mask(m, a, b, c);
+    } else {
+      return V::fma(a, b, c);
     }
+  }
+
+  // acc[r] += taps of kernel row k - r on the three tap vectors of input row k.
+  template <int R, bool MaskFma>
+  static void row_taps(int k, vec v0, vec v1, vec v2, const vec* w, const mask* tm, vec* acc) {
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+      const int i = k - r;
+      if (i < 0 || i > 2) continue;
+      acc[r] = fmadd<MaskFma>(w[3 * i], v0, acc[r], tm[0]);
+      acc[r] = fmadd<MaskFma>(w[3 * i + 1], v1, acc[r], tm[1]);
+      acc[r] = fmadd<MaskFma>(w[3 * i + 2], v2, acc[r], tm[2]);
+    }
+  }
+
+  template <int R, bool M>
+  static void fwd_store(vec* acc, const T* res, bool relu, T* out, idx ow, idx x0, mask om) {
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
       vec v = acc[r];
-      if (res != nullptr) v = V::add(v, load<M>(res + r * ow + x0, b.om));
+      if (res != nullptr) v = V::add(v, load<M>(res + r * ow + x0, om));
       if (relu) v = V::relu(v);
       if constexpr (M) {
-        V::mask_store(out + r * ow + x0, b.om, v);
+        V::mask_store(out + r * ow + x0, om, v);
       } else {
         V::storeu(out + r * ow + x0, v);
       }
     }
   }
 
-  template <int R, bool AllRows>
+  template <int R, bool AllRows, bool Mult, bool M>
+  static void fwd_block(const T* const* rows, const bool* ok, idx x0, const Block& b, const vec* w, vec init,
+                        const T* res, bool relu, T* out, idx ow) {
+    constexpr bool kMaskFma = M && !Mult;
+    vec acc[R];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = init;
+    _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+      vec v0 = V::zero(), v1 = V::zero(), v2 = V::zero();
+      if (AllRows || ok[k]) {
+        const T* p = rows[k] + x0;
+        v0 = load<M>(p, b.cm[0]);
+        v1 = load<M>(p + 1, b.cm[1]);
+        v2 = load<M>(p + 2, b.cm[2]);
+      } else if (!Mult) {
+        continue;
+      }
+      row_taps<R, kMaskFma>(k, v0, v1, v2, w, b.cm, acc);
+    }
+    fwd_store<R, M>(acc, res, relu, out, ow, x0, b.om);
+  }
+
+  template <int R, bool AllRows, bool Mult>
   static void fwd_group(const Dw3x3Geo& g, const Cols& c, const T* in, idx oy0, const vec* w, vec init,
                         const T* res, bool relu, T* out) {
     const T* rows[R + 2];
@@ -160,14 +195,14 @@ struct Dw3x3Impl {
     const T* res_g = res != nullptr ? res + oy0 * ow : nullptr;
     T* out_g = out + oy0 * ow;
     if constexpr (V::kShift) {
-      fwd_group_shifted<R, AllRows>(g, rows, ok, w, init, res_g, relu, out_g);
+      fwd_group_shifted<R, AllRows, Mult>(g, rows, ok, w, init, res_g, relu, out_g);
       return;
     }
     for_blocks(g, c, [&](idx x0, const Block* b) {
       if (b == nullptr) {
-        fwd_block<R, AllRows, false>(rows, ok, x0, c.edge[0], w, init, res_g, relu, out_g, ow);
+        fwd_block<R, AllRows, Mult, false>(rows, ok, x0, c.edge[0], w, init, res_g, relu, out_g, ow);
       } else {
-        fwd_block<R, AllRows, true>(rows, ok, x0, *b, w, init, res_g, relu, out_g, ow);
+        fwd_block<R, AllRows, Mult, true>(rows, ok, x0, *b, w, init, res_g, relu, out_g, ow);
       }
     });
   }
@@ -186,10 +221,37 @@ struct Dw3x3Impl {
     return V::lanes(-c0, static_cast<idx>(g.iw) - c0);
   }
 
-  template <int R, bool AllRows>
+  template <int R, bool AllRows, bool Mult, bool MaskFma>
+  static void fwd_shifted_block(const Dw3x3Geo& g, const T* const* rows, const bool* ok, idx x0, vec* prev,
+                                vec* cur, const vec* w, vec init, const T* res, bool relu, T* out, idx ow) {
+    const mask mn = centre_mask(g, x0 + L), om = V::lanes(0, ow - x0);
+    mask tm[3];
+    if constexpr (MaskFma) {
+      for (int j = 0; j < 3; ++j) tm[j] = centre_mask(g, x0 + j - 1);
+    }
+    vec acc[R];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = init;
+    _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+      vec v0 = V::zero(), v1 = V::zero(), v2 = V::zero();
+      if (AllRows || ok[k]) {
+        const vec next = V::maskz(mn, rows[k] + 1 + x0 + L);
+        v0 = V::shift_in_prev(cur[k], prev[k]);
+        v1 = cur[k];
+        v2 = V::shift_in_next(next, cur[k]);
+        prev[k] = v1;
+        cur[k] = next;
+      } else if (!Mult) {
+        continue;
+      }
+      row_taps<R, MaskFma>(k, v0, v1, v2, w, tm, acc);
+    }
+    fwd_store<R, true>(acc, res, relu, out, ow, x0, om);
+  }
+
+  template <int R, bool AllRows, bool Mult>
   static void fwd_group_shifted(const Dw3x3Geo& g, const T* const* rows, const bool* ok, const vec* w, vec init,
                                 const T* res, bool relu, T* out) {
-    const idx ow = static_cast<idx>(g.ow);
+    const idx ow = static_cast<idx>(g.ow), iw = static_cast<idx>(g.iw);
     vec prev[R + 2] = {}, cur[R + 2] = {};  // rows outside the plane stay unread
     {
       const mask mp = V::mand(centre_mask(g, -L), V::last_lane()), mc = centre_mask(g, 0);
@@ -200,46 +262,30 @@ struct Dw3x3Impl {
       }
     }
     for (idx x0 = 0; x0 < ow; x0 += L) {
-      const mask mn = centre_mask(g, x0 + L), om = V::lanes(0, ow - x0);
-      vec acc[R];
-      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = init;
-      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
-        if (!AllRows && !ok[k]) continue;
-        const vec next = V::maskz(mn, rows[k] + 1 + x0 + L);
-        const vec v0 = V::shift_in_prev(cur[k], prev[k]), v1 = cur[k], v2 = V::shift_in_next(next, cur[k]);
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
-          const int i = k - r;
-          if (i < 0 || i > 2) continue;
-          acc[r] = V::fma(w[3 * i], v0, acc[r]);
-          acc[r] = V::fma(w[3 * i + 1], v1, acc[r]);
-          acc[r] = V::fma(w[3 * i + 2], v2, acc[r]);
-        }
-        prev[k] = v1;
-        cur[k] = next;
-      }
-      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
-        vec v = acc[r];
-        if (res != nullptr) v = V::add(v, V::maskz(om, res + r * ow + x0));
-        if (relu) v = V::relu(v);
-        V::mask_store(out + r * ow + x0, om, v);
+      // grad_input leaves out the lanes whose taps fall outside the row (a block at either end)
+      if (!Mult && !(x0 - g.pl >= 0 && x0 - g.pl + 2 + L <= iw)) {
+        fwd_shifted_block<R, AllRows, Mult, true>(g, rows, ok, x0, prev, cur, w, init, res, relu, out, ow);
+      } else {
+        fwd_shifted_block<R, AllRows, Mult, false>(g, rows, ok, x0, prev, cur, w, init, res, relu, out, ow);
       }
     }
   }
 
   // The last rows of the plane (fewer than R), one group of n rows.
-  template <int R>
+  template <int R, bool Mult>
   static void fwd_tail(const Dw3x3Geo& g, const Cols& c, const T* in, idx oy0, idx n, const vec* w, vec init,
                        const T* res, bool relu, T* out) {
     if constexpr (R > 1) {
       if (n == R - 1) {
-        fwd_group<R - 1, false>(g, c, in, oy0, w, init, res, relu, out);
+        fwd_group<R - 1, false, Mult>(g, c, in, oy0, w, init, res, relu, out);
       } else {
-        fwd_tail<R - 1>(g, c, in, oy0, n, w, init, res, relu, out);
+        fwd_tail<R - 1, Mult>(g, c, in, oy0, n, w, init, res, relu, out);
       }
     }
   }
 
-  static void plane(const Dw3x3Geo& g, const T* in, const T* w9, T init, const T* res, bool relu, T* out) {
+  template <bool Mult>
+  static void plane_t(const Dw3x3Geo& g, const T* in, const T* w9, T init, const T* res, bool relu, T* out) {
     constexpr int R = V::kFwdRows;
     vec w[9];
     for (int t = 0; t < 9; ++t) w[t] = V::set1(w9[t]);
@@ -253,15 +299,24 @@ struct Dw3x3Impl {
     idx oy = 0;
     for (; oy + R <= oh; oy += R) {
       if (oy - g.pt >= 0 && oy - g.pt + R + 1 < ih) {
-        fwd_group<R, true>(g, c, in, oy, w, vinit, res, relu_here, out);
+        fwd_group<R, true, Mult>(g, c, in, oy, w, vinit, res, relu_here, out);
       } else {
-        fwd_group<R, false>(g, c, in, oy, w, vinit, res, relu_here, out);
+        fwd_group<R, false, Mult>(g, c, in, oy, w, vinit, res, relu_here, out);
       }
     }
-    if (oy < oh) fwd_tail<R>(g, c, in, oy, oh - oy, w, vinit, res, relu_here, out);
+    if (oy < oh) fwd_tail<R, Mult>(g, c, in, oy, oh - oy, w, vinit, res, relu_here, out);
     if constexpr (V::kReluAfter) {
       const idx n = relu ? oh * static_cast<idx>(g.ow) : 0;
       for (idx i = 0; i < n; ++i) out[i] = V::relu(out[i]);
+    }
+  }
+
+  static void plane(const Dw3x3Geo& g, const T* in, const T* w9, T init, const T* res, bool relu, bool outside_zero,
+                    T* out) {
+    if (outside_zero) {
+      plane_t<true>(g, in, w9, init, res, relu, out);
+    } else {
+      plane_t<false>(g, in, w9, init, res, relu, out);
     }
   }
 
@@ -274,9 +329,14 @@ struct Dw3x3Impl {
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) gv[r] = load<M>(grad + r * ow + x0, b.om);
     if constexpr (Taps) {
       _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
-        if (!AllRows && !ok[k]) continue;
-        const T* p = rows[k] + x0;
-        const vec v0 = load<M>(p, b.cm[0]), v1 = load<M>(p + 1, b.cm[1]), v2 = load<M>(p + 2, b.cm[2]);
+        // rows outside the plane: zeros, multiplied (grad * 0: NaN for an infinite grad, as im2col)
+        vec v0 = V::zero(), v1 = V::zero(), v2 = V::zero();
+        if (AllRows || ok[k]) {
+          const T* p = rows[k] + x0;
+          v0 = load<M>(p, b.cm[0]);
+          v1 = load<M>(p + 1, b.cm[1]);
+          v2 = load<M>(p + 2, b.cm[2]);
+        }
         _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
           const int i = k - r;
           if (i < 0 || i > 2) continue;
@@ -340,11 +400,16 @@ struct Dw3x3Impl {
       if constexpr (Taps) {
         const mask mn = centre_mask(g, x0 + L);
         _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
-          if (!AllRows && !ok[k]) continue;
-          const vec next = V::maskz(mn, rows[k] + 1 + x0 + L);
-          vec v0 = V::shift_in_prev(cur[k], prev[k]), v1 = cur[k], v2 = V::shift_in_next(next, cur[k]);
-          prev[k] = cur[k];
-          cur[k] = next;
+          // rows outside the plane: zeros, multiplied (as wgrad_block)
+          vec v0 = V::zero(), v1 = V::zero(), v2 = V::zero();
+          if (AllRows || ok[k]) {
+            const vec next = V::maskz(mn, rows[k] + 1 + x0 + L);
+            v0 = V::shift_in_prev(cur[k], prev[k]);
+            v1 = cur[k];
+            v2 = V::shift_in_next(next, cur[k]);
+            prev[k] = cur[k];
+            cur[k] = next;
+          }
           if (tail) {
             v0 = V::keep(om, v0);
             v1 = V::keep(om, v1);

@@ -21,6 +21,7 @@ struct Scalar {
   static vec loadu(const T* p) { return *p; }
   static vec maskz(mask m, const T* p) { return m ? *p : T(0); }
   static vec fma(vec a, vec b, vec c) { return a * b + c; }
+  static vec fma_mask(mask m, vec a, vec b, vec c) { return m ? a * b + c : c; }
   static vec add(vec a, vec b) { return a + b; }
   // NaN fails the compare and passes through, as torch.relu
   static vec relu(vec v) { return v < T(0) ? T(0) : v; }
@@ -36,12 +37,12 @@ struct Scalar {
 }  // namespace
 
 void f32_dw3x3_plane_scalar(const Dw3x3Geo& g, const float* in, const float* w9, float init, const float* res,
-                            bool relu, float* out) {
-  Dw3x3Impl<Scalar<float>>::plane(g, in, w9, init, res, relu, out);
+                            bool relu, bool outside_zero, float* out) {
+  Dw3x3Impl<Scalar<float>>::plane(g, in, w9, init, res, relu, outside_zero, out);
 }
 void f64_dw3x3_plane_scalar(const Dw3x3Geo& g, const double* in, const double* w9, double init, const double* res,
-                            bool relu, double* out) {
-  Dw3x3Impl<Scalar<double>>::plane(g, in, w9, init, res, relu, out);
+                            bool relu, bool outside_zero, double* out) {
+  Dw3x3Impl<Scalar<double>>::plane(g, in, w9, init, res, relu, outside_zero, out);
 }
 void f32_dw3x3_wgrad_plane_scalar(const Dw3x3Geo& g, const float* x, const float* grad, bool taps, float* sums) {
   Dw3x3Impl<Scalar<float>>::wgrad_plane(g, x, grad, taps, sums);

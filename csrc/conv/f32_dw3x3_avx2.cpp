@@ -23,6 +23,9 @@ struct V256 {
   static vec loadu(const float* p) { return _mm256_loadu_ps(p); }
   static vec maskz(mask m, const float* p) { return _mm256_maskload_ps(p, m); }
   static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static vec fma_mask(mask m, vec a, vec b, vec c) {
+    return _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m));
+  }
   static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
   // max(0, v) with v second: maxps returns its second operand when either is NaN
   static vec relu(vec v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
@@ -49,8 +52,8 @@ struct V256 {
 }  // namespace
 
 void f32_dw3x3_plane_avx2(const Dw3x3Geo& g, const float* in, const float* w9, float init, const float* res,
-                          bool relu, float* out) {
-  Dw3x3Impl<V256>::plane(g, in, w9, init, res, relu, out);
+                          bool relu, bool outside_zero, float* out) {
+  Dw3x3Impl<V256>::plane(g, in, w9, init, res, relu, outside_zero, out);
 }
 
 void f32_dw3x3_wgrad_plane_avx2(const Dw3x3Geo& g, const float* x, const float* grad, bool taps, float* sums) {

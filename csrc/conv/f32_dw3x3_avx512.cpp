@@ -22,6 +22,7 @@ struct V512 {
   static vec loadu(const float* p) { return _mm512_loadu_ps(p); }
   static vec maskz(mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static vec fma_mask(mask m, vec a, vec b, vec c) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
   static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
   // max(0, v) with v second: vmaxps returns its second operand when either is NaN
   static vec relu(vec v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
@@ -53,8 +54,8 @@ struct V512 {
 }  // namespace
 
 void f32_dw3x3_plane_avx512(const Dw3x3Geo& g, const float* in, const float* w9, float init, const float* res,
-                            bool relu, float* out) {
-  Dw3x3Impl<V512>::plane(g, in, w9, init, res, relu, out);
+                            bool relu, bool outside_zero, float* out) {
+  Dw3x3Impl<V512>::plane(g, in, w9, init, res, relu, outside_zero, out);
 }
 
 void f32_dw3x3_wgrad_plane_avx512(const Dw3x3Geo& g, const float* x, const float* grad, bool taps, float* sums) {
