@@ -384,10 +384,6 @@ def _special_cases():
                 if where == "grad" and (op.backward is None or not s.check_backward):
                     continue
                 marks = []
-                if op.name == "conv2d" and s.desc == "depthwise" and where == "weight":
-                    marks.append(pytest.mark.xfail(
-                        strict=True, reason="csrc/conv depthwise grad_input multiplies the zero border of "
-                                            "grad_output by the weight (0 * inf = NaN); conv's owners"))
                 for kind in SPECIAL_KINDS:
                     if op.name == "rnn" and s.desc == "dropout training" and where == "p7" and kind == "inf":
                         # b_hh = +Inf saturates one unit of the reverse direction; the bias gradient of

@@ -5,7 +5,10 @@ tiles, no/asymmetric padding, rows of more than 16 tiles, several tile blocks; g
 conv when padding <= 2), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
 one image and tiles spanning images, several tiles per image, one input channel per group (depthwise and
 channel multipliers: the direct row kernels) with output rows around the vector widths (8, 16), strides
-1/2/3, dilation, asymmetric padding, and the fused epilogue. Results are compared
+1/2/3, dilation, asymmetric padding, and the fused epilogue; depthwise 3x3 stride 1 (the whole-plane
+kernels of csrc/conv/dw3x3_impl.h) at widths 1, 2, 15, 17, 33, 70, heights 1..5, padding 0..3 and beyond
+the plane, channel multipliers, non-contiguous inputs, and every output mask of the backward (one pass
+computes the requested gradients: the bits must not depend on the mask). Results are compared
 with the float64 NumPy reference; thread counts 1 and 2 and reruns must give identical bits.
 """
 import numpy as np
@@ -33,6 +36,21 @@ CASES = {
     "7x7 s2 stem": (2, 3, 23, 21, 10, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
     "depthwise 3x3 s1 w17": (2, 5, 9, 17, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 5),
     "depthwise 3x3 s2 w33": (2, 4, 11, 33, 4, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 4),
+    # depthwise 3x3 stride 1 (whole-plane kernels): widths around the vector widths, heights 1..5,
+    # padding 0..3 (above 2 grad_input crops), channel multipliers, enough channels for the fused backward
+    "dw3x3 s1 width 1 height 5": (1, 3, 5, 1, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3),
+    "dw3x3 s1 width 2 height 1": (2, 3, 1, 2, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3),
+    "dw3x3 s1 width 15 height 2": (1, 4, 2, 15, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
+    "dw3x3 s1 width 17 height 3 unpadded": (2, 3, 3, 17, 3, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 3),
+    "dw3x3 s1 width 33 height 4 asym pad": (1, 3, 4, 33, 3, 3, 3, (1, 1), (2, 0, 0, 2), (1, 1), 3),
+    "dw3x3 s1 padding 3 (grad_input crops)": (2, 2, 5, 16, 2, 3, 3, (1, 1), (3, 1, 0, 4), (1, 1), 2),
+    "dw3x3 s1 wide rows": (1, 2, 6, 70, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+    "dw3x3 s1 huge padding (masks per block)": (1, 2, 4, 5, 2, 3, 3, (1, 1), (9, 0, 70, 75), (1, 1), 2),
+    "dw3x3 s1 channel multiplier": (2, 3, 5, 17, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3),
+    "dw3x3 s1 six channels": (2, 6, 7, 19, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 6),
+    "dw3x3 s1 many channels": (3, 16, 9, 40, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16),
+    "dw3x3 s1 channel multiplier, padding 0": (3, 4, 6, 18, 12, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 4),
+    "dw3x3 d2 (row kernels)": (2, 3, 9, 20, 3, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 3),
     "depthwise 5x5 d2 asym": (1, 3, 16, 16, 3, 5, 5, (1, 1), (3, 1, 0, 4), (2, 2), 3),
     "depthwise s3 width 1": (2, 3, 7, 1, 3, 3, 1, (3, 1), (1, 1, 0, 0), (1, 1), 3),
     "channel multiplier s2": (2, 3, 10, 8, 9, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), 3),
@@ -113,7 +131,8 @@ def test_against_reference(isa, dtype, case):
 
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
-                                  "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2"])
+                                  "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
+                                  "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier"])
 def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
     threads(1)
@@ -135,3 +154,25 @@ def test_output_mask_and_non_contiguous_input():
     assert np.array_equal(gw, full[1])
     assert np.array_equal(native.OPS["conv2d"](xt, weight, bias, stride, pad, dil, groups, None, None),
                           native.OPS["conv2d"](x, weight, bias, stride, pad, dil, groups, None, None))
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("case", ["dw3x3 s1 width 33 height 4 asym pad", "dw3x3 s1 channel multiplier, padding 0",
+                                  "depthwise 3x3 s2 w33"])
+def test_depthwise_non_contiguous_input_and_output_mask(isa, case):
+    x, weight, bias, residual, grad, geo = make(case, np.float32, seed=3)
+    stride, pad, dil, groups = geo
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # same values, other strides
+    gt = np.empty(grad.shape[:3] + (2 * grad.shape[3],), grad.dtype)[..., ::2]  # every other column
+    gt[...] = grad
+    assert not xt.flags.c_contiguous and not gt.flags.c_contiguous
+    assert np.array_equal(native.OPS["conv2d"](xt, weight, bias, stride, pad, dil, groups, "relu", residual),
+                          native.OPS["conv2d"](x, weight, bias, stride, pad, dil, groups, "relu", residual))
+    full = native.OPS["conv2d_backward"](grad, x, weight, stride, pad, dil, groups, (True, True, True))
+    for mask in [(True, False, False), (False, True, False), (False, False, True), (True, False, True),
+                 (False, True, True)]:
+        got = native.OPS["conv2d_backward"](gt, xt, weight, stride, pad, dil, groups, mask)
+        for want, g, f in zip(mask, got, full):
+            assert (g is None) != want
+            if want:
+                assert np.array_equal(g, f)

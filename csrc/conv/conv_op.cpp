@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "conv/dw3x3.h"
 #include "conv/dwconv.h"
 #include "conv/winograd_op.h"
 #include "core/dispatch.h"
@@ -378,6 +379,23 @@ const DwconvConfig kDwconv = {
      NNKERN_X86_ONLY(conv::f32_dwconv_wgrad_row_avx512)},
 };
 
+struct Dw3x3Config {
+  PerIsa<conv::Dw3x3PlaneFn<float>> f32_plane;
+  PerIsa<conv::Dw3x3WgradPlaneFn<float>> f32_wgrad;
+};
+
+const Dw3x3Config kDw3x3 = {
+    {conv::f32_dw3x3_plane_scalar, NNKERN_X86_ONLY(conv::f32_dw3x3_plane_avx2),
+     NNKERN_X86_ONLY(conv::f32_dw3x3_plane_avx512)},
+    {conv::f32_dw3x3_wgrad_plane_scalar, NNKERN_X86_ONLY(conv::f32_dw3x3_wgrad_plane_avx2),
+     NNKERN_X86_ONLY(conv::f32_dw3x3_wgrad_plane_avx512)},
+};
+
+conv::Dw3x3PlaneFn<float> dw3x3_plane(float) { return kDw3x3.f32_plane.active(); }
+conv::Dw3x3PlaneFn<double> dw3x3_plane(double) { return conv::f64_dw3x3_plane_scalar; }
+conv::Dw3x3WgradPlaneFn<float> dw3x3_wgrad(float) { return kDw3x3.f32_wgrad.active(); }
+conv::Dw3x3WgradPlaneFn<double> dw3x3_wgrad(double) { return conv::f64_dw3x3_wgrad_plane_scalar; }
+
 conv::DwconvRowFn<float> dw_row(float) { return kDwconv.f32_row.active(); }
 conv::DwconvRowFn<double> dw_row(double) { return conv::f64_dwconv_row_scalar; }
 conv::DwconvWgradRowFn<float> dw_wgrad(float) { return kDwconv.f32_wgrad.active(); }
@@ -529,6 +547,101 @@ void dwconv_grad_weight(const Plan& pl, const T* go, const T* x, T* gw) {
   });
 }
 
+// ---- depthwise 3x3, stride 1, dilation 1 (any padding, channel multipliers):
+// whole-plane kernels (dw3x3.h) on the unpadded planes, the epilogue fused.
+
+bool dw3x3_applies(const Plan& pl) {
+  const ConvGeometry& g = pl.g;
+  return pl.cg == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
+}
+
+// The forward reads x (h x w) at (oy + i - pt, ox + j - pl).
+conv::Dw3x3Geo dw3x3_forward_geo(const ConvGeometry& g) {
+  return {g.h, g.w, g.oh, g.ow, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl)};
+}
+
+// grad_input[iy][ix] = sum_{i,j} go[iy + pt - i][ix + pl - j] w[i][j]: the
+// same kernel over grad_output with the flipped weights and offsets 2 - pt,
+// 2 - pl (negative when the padding exceeds 2: a crop).
+conv::Dw3x3Geo dw3x3_grad_input_geo(const ConvGeometry& g) {
+  return {g.oh, g.ow, g.h, g.w, 2 - static_cast<ptrdiff_t>(g.pt), 2 - static_cast<ptrdiff_t>(g.pl)};
+}
+
+// One task per output plane (n, o); each reads its input plane once.
+template <class T>
+void dw3x3_forward(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+  const ConvGeometry& g = pl.g;
+  const auto kernel = dw3x3_plane(T());
+  const conv::Dw3x3Geo geo = dw3x3_forward_geo(g);
+  parallel_for(g.n * g.o, [&](size_t first, size_t last) {
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.o, o = t % g.o, c = o / pl.og;
+      kernel(geo, x + (n * g.c + c) * pl.hw, w + o * 9, bias != nullptr ? bias[o] : T(0),
+             residual != nullptr ? residual + t * pl.p : nullptr, relu, /*outside_zero=*/true, out + t * pl.p);
+    }
+  });
+}
+
+// grad_input plane (n, c): the first output channel of the group writes it,
+// the others (channel multipliers) add to it in channel order. Taps reading
+// outside grad_output are left out (not multiplied by zero), as col2im.
+template <class T>
+void dw3x3_grad_input_plane(const Plan& pl, conv::Dw3x3PlaneFn<T> kernel, const conv::Dw3x3Geo& geo, const T* go,
+                            const T* w, size_t n, size_t c, T* gx) {
+  const ConvGeometry& g = pl.g;
+  T* const plane = gx + (n * g.c + c) * pl.hw;
+  for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+    T wflip[9];
+    for (size_t k = 0; k < 9; ++k) wflip[k] = w[o * 9 + 8 - k];
+    kernel(geo, go + (n * g.o + o) * pl.p, wflip, T(0), o == c * pl.og ? nullptr : plane, /*relu=*/false,
+           /*outside_zero=*/false, plane);
+  }
+}
+
+// grad_input, grad_weight and grad_bias in one pass over the planes: task
+// (n, c) writes grad_input plane (n, c) and, for each output channel o of
+// input channel c, the tap sums of (x, grad_output) planes (n, o) and the sum
+// of grad_output plane (n, o) (float lane sums in a shape-fixed order) into
+// part[n][o][0..10). The planes are walked in memory order and grad_output is
+// read from memory once (the weight pass finds it in cache). Then each
+// channel adds its images' sums in double, in image order: the bits of every
+// output depend on neither the thread count nor the output mask.
+template <class T>
+void dw3x3_backward(const Plan& pl, const T* go, const T* x, const T* w, T* gx, T* gw, T* gb) {
+  const ConvGeometry& g = pl.g;
+  const auto fwd = dw3x3_plane(T());
+  const auto wgrad = dw3x3_wgrad(T());
+  const conv::Dw3x3Geo gi_geo = dw3x3_grad_input_geo(g), wg_geo = dw3x3_forward_geo(g);
+  const bool want_w = gw != nullptr || gb != nullptr, taps = gw != nullptr;
+  constexpr size_t kSums = 10;
+  ScratchBuffer scratch;
+  if (want_w) scratch = acquire_scratch(std::max<size_t>(1, g.n * g.o * kSums) * sizeof(T));
+  T* const part = scratch.as<T>();
+  parallel_for(g.n * g.c, [&](size_t first, size_t last) {
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / g.c, c = t % g.c;
+      if (gx != nullptr) dw3x3_grad_input_plane(pl, fwd, gi_geo, go, w, n, c, gx);
+      if (!want_w) continue;
+      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
+        wgrad(wg_geo, x + t * pl.hw, go + (n * g.o + o) * pl.p, taps, part + (n * g.o + o) * kSums);
+      }
+    }
+  });
+  if (!want_w) return;
+  parallel_for(g.o, [&](size_t first, size_t last) {
+    for (size_t o = first; o < last; ++o) {
+      double acc[kSums] = {};
+      for (size_t n = 0; n < g.n; ++n) {
+        for (size_t k = 0; k < kSums; ++k) acc[k] += static_cast<double>(part[(n * g.o + o) * kSums + k]);
+      }
+      if (gw != nullptr) {
+        for (size_t k = 0; k < 9; ++k) gw[o * 9 + k] = static_cast<T>(acc[k]);
+      }
+      if (gb != nullptr) gb[o] = static_cast<T>(acc[9]);
+    }
+  });
+}
+
 template <class T>
 const T* data_or_null(const ArrayView* v) {
   return v != nullptr ? v->as<T>() : nullptr;
@@ -537,6 +650,11 @@ const T* data_or_null(const ArrayView* v) {
 template <class T>
 void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView& x, const ArrayView& w,
                            const ArrayView* gx, const ArrayView* gw, const ArrayView* gb) {
+  if (dw3x3_applies(pl)) {
+    dw3x3_backward(pl, go.as<T>(), x.as<T>(), w.as<T>(), gx != nullptr ? gx->as<T>() : nullptr,
+                   gw != nullptr ? gw->as<T>() : nullptr, gb != nullptr ? gb->as<T>() : nullptr);
+    return;
+  }
   if (gb != nullptr) grad_bias_typed(pl, go.as<T>(), gb->as<T>());
   if (pl.cg == 1) {
     if (gw != nullptr) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
@@ -562,7 +680,9 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
       return;
     }
   }
-  if (pl.cg == 1) {
+  if (pl.cg == 1 && dw3x3_applies(pl)) {
+    dw3x3_forward(pl, x, w, bias, residual, relu, out);
+  } else if (pl.cg == 1) {
     dwconv_forward(pl, x, w, bias, residual, relu, out);
   } else {
     conv2d_gemm(pl, x, w, bias, residual, relu, out);

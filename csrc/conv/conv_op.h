@@ -4,8 +4,11 @@
 //  - float32 3x3, stride 1, enough channels, AVX-512: Winograd F(4x4, 3x3)
 //    (winograd_op.h); also grad_input of such convs (padding <= 2).
 //  - 1x1, stride 1, no padding: a GEMM straight on the NCHW planes.
-//  - one input channel per group (depthwise, or a channel multiplier): direct
-//    kernels along the output row (dwconv.h).
+//  - one input channel per group (depthwise, or a channel multiplier), 3x3,
+//    stride 1, dilation 1: whole-plane kernels on the unpadded planes
+//    (dw3x3.h), the epilogue fused; grad_input is the same kernel with the
+//    flipped filter, grad_weight and grad_bias one pass per plane.
+//  - other depthwise shapes: direct kernels along the output row (dwconv.h).
 //  - everything else: GEMM over an im2col of a tile of output pixels, packed
 //    into a reused workspace buffer (never the whole batch's columns).
 //
