@@ -64,7 +64,7 @@ void cpu_relax() {
 // layers) then start and end without a futex wake, which costs ~80 us on this
 // virtual machine. Idle threads stop spinning after the window, so a peer
 // running next (the benchmark's other libraries) finds the CPUs free.
-constexpr auto kSpinWindow = std::chrono::microseconds(100);
+constexpr auto kSpinWindow = std::chrono::microseconds(2000);
 
 template <class Pred>
 bool spin_until(Pred done) {
