@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -647,6 +648,33 @@ const T* data_or_null(const ArrayView* v) {
   return v != nullptr ? v->as<T>() : nullptr;
 }
 
+// Whether n floats are all finite (no NaN, no Inf: an exponent of all ones),
+// as an integer OR over the bit patterns, which the compiler vectorizes.
+// Split over threads in runs of 64 K elements.
+bool all_finite(const float* p, std::size_t n) {
+  constexpr std::size_t kRun = std::size_t{1} << 16;
+  const std::size_t runs = (n + kRun - 1) / kRun;
+  std::vector<unsigned char> bad(std::max<std::size_t>(runs, 1), 0);
+  parallel_for(runs, [&](std::size_t first, std::size_t last) {
+    for (std::size_t r = first; r < last; ++r) {
+      const float* q = p + r * kRun;
+      const std::size_t m = std::min(kRun, n - r * kRun);
+      std::uint32_t special = 0;
+      for (std::size_t i = 0; i < m; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, q + i, sizeof bits);
+        special |= static_cast<std::uint32_t>((~bits & 0x7f800000u) == 0);
+      }
+      bad[r] = special != 0;
+    }
+  });
+  return std::none_of(bad.begin(), bad.end(), [](unsigned char b) { return b != 0; });
+}
+
+std::size_t input_elements(const ConvGeometry& g) { return g.n * g.c * g.h * g.w; }
+std::size_t weight_elements(const ConvGeometry& g) { return g.o * (g.c / g.groups) * g.kh * g.kw; }
+std::size_t output_elements(const ConvGeometry& g) { return g.n * g.o * g.oh * g.ow; }
+
 template <class T>
 void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView& x, const ArrayView& w,
                            const ArrayView* gx, const ArrayView* gw, const ArrayView* gb) {
@@ -664,7 +692,8 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
   if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
   if (gx == nullptr) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_grad_input_applies(pl.g)) {
+    if (winograd_grad_input_applies(pl.g) && all_finite(go.as<float>(), output_elements(pl.g)) &&
+        all_finite(w.as<float>(), weight_elements(pl.g))) {
       conv2d_winograd_grad_input(pl.g, go.as<float>(), w.as<float>(), gx->as<float>());
       return;
     }
@@ -675,7 +704,9 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
 template <class T>
 void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_applies(pl.g)) {
+    // Winograd's transforms mix every pixel of a tile (an Inf becomes inf - inf = NaN across
+    // it): with a NaN or Inf in the data, the direct path gives the IEEE result instead.
+    if (winograd_applies(pl.g) && all_finite(x, input_elements(pl.g)) && all_finite(w, weight_elements(pl.g))) {
       conv2d_winograd(pl.g, x, w, bias, residual, relu, out);
       return;
     }
