@@ -305,6 +305,31 @@ void PreparedB<T>::multiply(std::size_t m, const T* a, std::size_t lda, std::siz
   multiply_packed(m, scratch, j0, j1, c, ldc, alpha, beta, bias);
 }
 
+namespace {
+
+template <class T>
+void column_sums_typed(std::size_t m, std::size_t n, const T* g, T* out) {
+  constexpr std::size_t kColsPerTask = 64 / sizeof(T) * 4;
+  // ~64 K elements per task: below that the wake-up costs more than the sum.
+  constexpr std::size_t kMinTaskElems = std::size_t{1} << 16;
+  const std::size_t col_tasks = (n + kColsPerTask - 1) / kColsPerTask;
+  const std::size_t tasks = std::max<std::size_t>(1, std::min(col_tasks, m * n / kMinTaskElems));
+  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
+    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kColsPerTask;
+    const std::size_t j1 = std::min(n, chunk_range(col_tasks, tasks, last - 1).second * kColsPerTask);
+    std::fill(out + j0, out + j1, T(0));
+    for (std::size_t i = 0; i < m; ++i) {
+      const T* row = g + i * n;
+      for (std::size_t j = j0; j < j1; ++j) out[j] += row[j];
+    }
+  });
+}
+
+}  // namespace
+
+void column_sums(std::size_t m, std::size_t n, const float* g, float* out) { column_sums_typed(m, n, g, out); }
+void column_sums(std::size_t m, std::size_t n, const double* g, double* out) { column_sums_typed(m, n, g, out); }
+
 template class PreparedB<float>;
 template class PreparedB<double>;
 

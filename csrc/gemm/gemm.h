@@ -63,6 +63,12 @@ void gemm(const GemmArgs<double>& args);
 void gemm(const GemmArgs<float>& args, Isa isa);
 void gemm(const GemmArgs<double>& args, Isa isa);
 
+// out[j] = sum over the rows i of g(i, j), g (m, n) row-major: each column
+// summed over rows in order (bias gradients), columns split over threads in
+// runs of whole cache lines: the same bits for every thread count.
+void column_sums(std::size_t m, std::size_t n, const float* g, float* out);
+void column_sums(std::size_t m, std::size_t n, const double* g, double* out);
+
 // A B operand prepared once and multiplied many times, on the calling thread
 // (the recurrent weights: one preparation per sequence, a few multiplies per
 // time step and thread). B is k x n; the constructor packs it into the kernel

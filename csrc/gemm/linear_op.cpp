@@ -28,26 +28,6 @@ void linear_typed(const ArrayView& x, const ArrayView& w, const ArrayView* bias,
   gemm::gemm(g);
 }
 
-// Column sums of the (m, n) row-major g, each column summed over rows in
-// order; columns are split over threads in runs of whole cache lines.
-template <class T>
-void column_sums(std::size_t m, std::size_t n, const T* g, T* out) {
-  constexpr std::size_t kColsPerTask = 64 / sizeof(T) * 4;
-  // ~64 K elements per task: below that the wake-up costs more than the sum.
-  constexpr std::size_t kMinTaskElems = std::size_t{1} << 16;
-  const std::size_t col_tasks = (n + kColsPerTask - 1) / kColsPerTask;
-  const std::size_t tasks = std::max<std::size_t>(1, std::min(col_tasks, m * n / kMinTaskElems));
-  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
-    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kColsPerTask;
-    const std::size_t j1 = std::min(n, chunk_range(col_tasks, tasks, last - 1).second * kColsPerTask);
-    std::fill(out + j0, out + j1, T(0));
-    for (std::size_t i = 0; i < m; ++i) {
-      const T* row = g + i * n;
-      for (std::size_t j = j0; j < j1; ++j) out[j] += row[j];
-    }
-  });
-}
-
 template <class T>
 void linear_backward_typed(const ArrayView& grad, const ArrayView& x, const ArrayView& w, const ArrayView* gx,
                            const ArrayView* gw, const ArrayView* gb) {
@@ -75,7 +55,7 @@ void linear_backward_typed(const ArrayView& grad, const ArrayView& x, const Arra
     a.ldc = k;
     gemm::gemm(a);
   }
-  if (gb != nullptr) column_sums(m, n, g, gb->as<T>());
+  if (gb != nullptr) gemm::column_sums(m, n, g, gb->as<T>());
 }
 
 }  // namespace

@@ -134,6 +134,23 @@ struct MemberScratch {
   T* of(std::size_t member) const { return buf.as<T>() + member * per; }
 };
 
+// Runs every direction's time loop: a team of up to max_members, one group
+// per direction (role_of), or one member looping over both directions.
+template <class Direction, class T>
+void run_team(const std::vector<std::unique_ptr<Direction>>& dirs, std::size_t max_members,
+              const MemberScratch<T>& scratch) {
+  const std::size_t D = dirs.size();
+  SpinBarrier barriers[2];
+  parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
+    const Role r = role_of(D, rank, size);
+    if (D == 2 && size == 1) {
+      for (std::size_t d = 0; d < 2; ++d) dirs[d]->run(0, 1, barriers[d], scratch.of(d));
+      return;
+    }
+    dirs[r.dir]->run(r.rank, r.size, barriers[r.dir], scratch.of(rank));
+  });
+}
+
 // ------------------------------------------------------------------ forward
 
 template <class T>
@@ -310,15 +327,7 @@ void forward_typed(const LayerArgs<T>& a) {
     dirs[d]->project_input(bias.as<T>());
   }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
-  SpinBarrier barriers[2];
-  parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
-    const Role r = role_of(D, rank, size);
-    if (D == 2 && size == 1) {
-      for (std::size_t d = 0; d < 2; ++d) dirs[d]->run(0, 1, barriers[d], scratch.of(d));
-      return;
-    }
-    dirs[r.dir]->run(r.rank, r.size, barriers[r.dir], scratch.of(rank));
-  });
+  run_team(dirs, max_members, scratch);
 }
 
 // ------------------------------------------------------------------ backward
@@ -438,23 +447,6 @@ struct BackwardDirection {
   }
 };
 
-// out[j] = sum over rows of g (m, n) column j, rows in order; columns split over threads.
-template <class T>
-void column_sums(std::size_t m, std::size_t n, const T* g, T* out) {
-  constexpr std::size_t kCols = 64;
-  const std::size_t col_tasks = (n + kCols - 1) / kCols;
-  const std::size_t tasks = std::max<std::size_t>(1, std::min(col_tasks, m * n / (std::size_t{1} << 16)));
-  parallel_for(tasks, [&](std::size_t first, std::size_t last) {
-    const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kCols;
-    const std::size_t j1 = std::min(n, chunk_range(col_tasks, tasks, last - 1).second * kCols);
-    std::fill(out + j0, out + j1, T(0));
-    for (std::size_t i = 0; i < m; ++i) {
-      const T* row = g + i * n;
-      for (std::size_t j = j0; j < j1; ++j) out[j] += row[j];
-    }
-  });
-}
-
 // gw (G, K) = d^T (G, M) a (M, K)
 template <class T>
 void weight_grad(std::size_t m, std::size_t g_size, std::size_t k, const T* d, const T* a, T* gw) {
@@ -482,27 +474,19 @@ void backward_typed(const LayerArgs<T>& a) {
   std::vector<std::unique_ptr<BackwardDirection<T>>> dirs;
   for (std::size_t d = 0; d < D; ++d) dirs.push_back(std::make_unique<BackwardDirection<T>>(a, d));
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
-  SpinBarrier barriers[2];
-  parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
-    const Role r = role_of(D, rank, size);
-    if (D == 2 && size == 1) {
-      for (std::size_t d = 0; d < 2; ++d) dirs[d]->run(0, 1, barriers[d], scratch.of(d));
-      return;
-    }
-    dirs[r.dir]->run(r.rank, r.size, barriers[r.dir], scratch.of(rank));
-  });
+  run_team(dirs, max_members, scratch);
   // after the loop: weights, biases and the layer input, over all steps at once
   for (std::size_t d = 0; d < D; ++d) {
     const DirectionData<T>& dd = a.dirs[d];
     const T* d_h = dd.d_gates_h != nullptr ? dd.d_gates_h : dd.d_gates;
     weight_grad(M, G, a.input, dd.d_gates, a.x, dd.grad_w_ih);
     weight_grad(M, G, H, d_h, dd.hprev, dd.grad_w_hh);
-    if (dd.grad_b_ih != nullptr) column_sums(M, G, dd.d_gates, dd.grad_b_ih);
+    if (dd.grad_b_ih != nullptr) gemm::column_sums(M, G, dd.d_gates, dd.grad_b_ih);
     if (dd.grad_b_hh != nullptr) {
       if (d_h == dd.d_gates && dd.grad_b_ih != nullptr) {
         std::copy(dd.grad_b_ih, dd.grad_b_ih + G, dd.grad_b_hh);
       } else {
-        column_sums(M, G, d_h, dd.grad_b_hh);
+        gemm::column_sums(M, G, d_h, dd.grad_b_hh);
       }
     }
     if (a.grad_x != nullptr) {
