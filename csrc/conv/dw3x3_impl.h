@@ -322,6 +322,20 @@ struct Dw3x3Impl {
 
   // ---- weight (and bias) gradient
 
+  // Input row k of a group of R output rows holds the three shifted column
+  // vectors v0..v2: it meets output row r at filter row i = k - r.
+  template <int R>
+  __attribute__((always_inline)) static void accumulate_taps(int k, const vec* gv, vec v0, vec v1, vec v2,
+                                                             vec* acc) {
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+      const int i = k - r;
+      if (i < 0 || i > 2) continue;
+      acc[3 * i] = V::fma(gv[r], v0, acc[3 * i]);
+      acc[3 * i + 1] = V::fma(gv[r], v1, acc[3 * i + 1]);
+      acc[3 * i + 2] = V::fma(gv[r], v2, acc[3 * i + 2]);
+    }
+  }
+
   template <int R, bool AllRows, bool Taps, bool M>
   static void wgrad_block(const T* const* rows, const bool* ok, const T* grad, idx x0, const Block& b, idx ow,
                           vec* acc, vec& accb) {
@@ -337,13 +351,7 @@ struct Dw3x3Impl {
           v1 = load<M>(p + 1, b.cm[1]);
           v2 = load<M>(p + 2, b.cm[2]);
         }
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
-          const int i = k - r;
-          if (i < 0 || i > 2) continue;
-          acc[3 * i] = V::fma(gv[r], v0, acc[3 * i]);
-          acc[3 * i + 1] = V::fma(gv[r], v1, acc[3 * i + 1]);
-          acc[3 * i + 2] = V::fma(gv[r], v2, acc[3 * i + 2]);
-        }
+        accumulate_taps<R>(k, gv, v0, v1, v2, acc);
       }
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) accb = V::add(accb, gv[r]);
@@ -415,13 +423,7 @@ struct Dw3x3Impl {
             v1 = V::keep(om, v1);
             v2 = V::keep(om, v2);
           }
-          _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
-            const int i = k - r;
-            if (i < 0 || i > 2) continue;
-            acc[3 * i] = V::fma(gv[r], v0, acc[3 * i]);
-            acc[3 * i + 1] = V::fma(gv[r], v1, acc[3 * i + 1]);
-            acc[3 * i + 2] = V::fma(gv[r], v2, acc[3 * i + 2]);
-          }
+          accumulate_taps<R>(k, gv, v0, v1, v2, acc);
         }
       }
       _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) accb = V::add(accb, gv[r]);
