@@ -18,6 +18,7 @@
 #include "core/dispatch.h"
 #include "core/errors.h"
 #include "core/thread_pool.h"
+#include "core/weight_cache.h"
 #include "core/workspace.h"
 #include "nnkern_build_info.h"
 #include "probe/probe.h"
@@ -163,7 +164,27 @@ PYBIND11_MODULE(_cpu, m) {
       },
       py::arg("shape"), py::arg("dtype"),
       "An uninitialized C-contiguous float array; large ones on memory of the workspace cache (no page faults).");
-  m.def("empty_cache", &empty_cache, "Free the idle scratch buffers kept for reuse.");
+  m.def(
+      "empty_cache",
+      [] {
+        empty_weight_cache();  // first: its entries' buffers return to the workspace cache, then are freed
+        empty_cache();
+      },
+      "Drop the weight cache and free the idle scratch buffers kept for reuse.");
+  m.def(
+      "weight_cache_info",
+      [] {
+        const WeightCacheStats s = weight_cache_stats();
+        py::dict d;
+        d["entries"] = s.entries;
+        d["bytes"] = s.bytes;
+        d["limit_bytes"] = s.limit;
+        d["hits"] = s.hits;
+        d["misses"] = s.misses;
+        d["stored"] = s.builds_stored;
+        return d;
+      },
+      "Weight cache counters: entries, bytes, limit_bytes, hits, misses, stored (core/weight_cache.h).");
   m.def("workspace_bytes", &workspace_bytes, "Bytes held by the scratch-buffer cache (idle and in use).");
 
   m.def("relu", &relu, py::arg("x"), "relu(x) in a new C-contiguous array of x's dtype.");

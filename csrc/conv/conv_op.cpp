@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "conv/winograd_op.h"
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
+#include "core/weight_cache.h"
 #include "core/workspace.h"
 #include "gemm/gemm.h"
 
@@ -197,11 +199,47 @@ void run_tasks(size_t tasks, size_t scratch_bytes, const Task& task) {
   }
 }
 
+// Kinds of data derived from a convolution weight (WeightKey.params[0]).
+enum class Derivation : std::uint64_t { gemm_a = 1, gemm_a_transposed = 2 };
+
+// The weight of every group as a GEMM A operand (og x k, or its transpose
+// k x og), packed once and kept in the weight cache (core/weight_cache.h).
+template <class T>
+struct PackedGroups {
+  std::vector<std::unique_ptr<gemm::PreparedA<T>>> groups;
+};
+
+template <class T>
+std::shared_ptr<const PackedGroups<T>> packed_groups(const Plan& pl, const T* w, Derivation kind) {
+  const ConvGeometry& g = pl.g;
+  WeightKey key;
+  key.data = w;
+  key.bytes = g.o * pl.k * sizeof(T);
+  key.params = {static_cast<std::uint64_t>(kind), sizeof(T), static_cast<std::uint64_t>(active_isa()), g.o, pl.cg,
+                g.kh, g.kw, g.groups};
+  return cached_weight_as<PackedGroups<T>>(key, [&] {
+    auto packed = std::make_shared<PackedGroups<T>>();
+    packed->groups.resize(g.groups);
+    std::size_t bytes = 0;
+    for (size_t grp = 0; grp < g.groups; ++grp) {
+      const T* wg = w + grp * pl.og * pl.k;
+      packed->groups[grp] = kind == Derivation::gemm_a
+                                ? std::make_unique<gemm::PreparedA<T>>(gemm::row_major(wg, pl.k), pl.og, pl.k,
+                                                                       active_isa())
+                                : std::make_unique<gemm::PreparedA<T>>(gemm::row_major(wg, pl.k, true), pl.k,
+                                                                       pl.og, active_isa());
+      bytes += packed->groups[grp]->bytes();
+    }
+    return Derived{packed, bytes};
+  });
+}
+
 template <class T>
 void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
   const ConvGeometry& g = pl.g;
   const size_t total = g.n * pl.p;
   if (total == 0 || g.o == 0) return;
+  const auto packed = packed_groups(pl, w, Derivation::gemm_a);
   // Tiles of output pixels (spanning images when planes are small), balanced
   // so that every thread gets the same number.
   const size_t threads = static_cast<size_t>(get_num_threads());
@@ -209,35 +247,33 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
   size_t n_tiles = ceil_div(total, tile_target);
   if (g.groups * n_tiles < threads * 8) n_tiles = std::min(total, ceil_div(n_tiles, threads) * threads);
   const size_t max_cols = ceil_div(total, n_tiles);
-  // columns (k x tile) then the GEMM result of a tile that spans images (og x tile)
-  const size_t scratch_bytes = (pl.k + pl.og) * max_cols * sizeof(T);
+  // B's packed block (first: the kernels want it 64-byte aligned), the
+  // columns (k x tile), then the GEMM result of a tile that spans images (og x tile)
+  const size_t b_elems = packed->groups[0]->scratch_elements(max_cols);
+  const size_t scratch_bytes = (b_elems + (pl.k + pl.og) * max_cols) * sizeof(T);
   run_tasks(g.groups * n_tiles, scratch_bytes, [&](size_t t, void* scratch) {
     const size_t grp = t / n_tiles, tile = t % n_tiles;
     const size_t q0 = tile * total / n_tiles, q1 = (tile + 1) * total / n_tiles, cols = q1 - q0;
-    T* const col_buf = static_cast<T*>(scratch);
+    T* const b_buf = static_cast<T*>(scratch);
+    T* const col_buf = b_buf + b_elems;
     T* const c_buf = col_buf + pl.k * max_cols;
     const size_t n0 = q0 / pl.p;
     const bool one_image = n0 == (q1 - 1) / pl.p;
-    gemm::GemmArgs<T> a;
-    a.m = pl.og;
-    a.n = cols;
-    a.k = pl.k;
-    a.a = gemm::row_major(w + grp * pl.og * pl.k, pl.k);
+    gemm::MatrixRef<T> b;
     if (pl.direct_1x1 && one_image) {
-      a.b = gemm::row_major(x + (n0 * g.c + grp * pl.cg) * pl.hw + q0 % pl.p, pl.hw);
+      b = gemm::row_major(x + (n0 * g.c + grp * pl.cg) * pl.hw + q0 % pl.p, pl.hw);
     } else {
       im2col(pl, x, grp, 0, pl.k, q0, q1, col_buf);
-      a.b = gemm::row_major(col_buf, cols);
+      b = gemm::row_major(col_buf, cols);
     }
+    T* c = c_buf;
+    size_t ldc = cols;
     if (one_image) {
-      a.c = out + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p;
-      a.ldc = pl.p;
-    } else {
-      a.c = c_buf;
-      a.ldc = cols;
+      c = out + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p;
+      ldc = pl.p;
     }
-    gemm::gemm(a);
-    epilogue(pl, a.c, a.ldc, pl.og, grp * pl.og, q0, q1, bias, residual, relu, out);
+    packed->groups[grp]->multiply(cols, b, c, ldc, T(1), T(0), nullptr, b_buf);
+    epilogue(pl, c, ldc, pl.og, grp * pl.og, q0, q1, bias, residual, relu, out);
   });
 }
 
@@ -672,7 +708,6 @@ bool all_finite(const float* p, std::size_t n) {
 }
 
 std::size_t input_elements(const ConvGeometry& g) { return g.n * g.c * g.h * g.w; }
-std::size_t weight_elements(const ConvGeometry& g) { return g.o * (g.c / g.groups) * g.kh * g.kw; }
 std::size_t output_elements(const ConvGeometry& g) { return g.n * g.o * g.oh * g.ow; }
 
 template <class T>
@@ -692,10 +727,13 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
   if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
   if (gx == nullptr) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_grad_input_applies(pl.g) && all_finite(go.as<float>(), output_elements(pl.g)) &&
-        all_finite(w.as<float>(), weight_elements(pl.g))) {
-      conv2d_winograd_grad_input(pl.g, go.as<float>(), w.as<float>(), gx->as<float>());
-      return;
+    if (winograd_grad_input_applies(pl.g) && all_finite(go.as<float>(), output_elements(pl.g))) {
+      const auto filters = winograd_grad_input_filters(pl.g, w.as<float>());
+      if (filters->finite) {
+        conv2d_winograd(grad_input_geometry(pl.g), go.as<float>(), *filters, nullptr, nullptr, false,
+                        gx->as<float>());
+        return;
+      }
     }
   }
   grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
@@ -706,9 +744,12 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
   if constexpr (std::is_same_v<T, float>) {
     // Winograd's transforms mix every pixel of a tile (an Inf becomes inf - inf = NaN across
     // it): with a NaN or Inf in the data, the direct path gives the IEEE result instead.
-    if (winograd_applies(pl.g) && all_finite(x, input_elements(pl.g)) && all_finite(w, weight_elements(pl.g))) {
-      conv2d_winograd(pl.g, x, w, bias, residual, relu, out);
-      return;
+    if (winograd_applies(pl.g) && all_finite(x, input_elements(pl.g))) {
+      const auto filters = winograd_filters(pl.g, w);
+      if (filters->finite) {
+        conv2d_winograd(pl.g, x, *filters, bias, residual, relu, out);
+        return;
+      }
     }
   }
   if (pl.cg == 1 && dw3x3_applies(pl)) {

@@ -2,10 +2,15 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
 
 #include "conv/winograd.h"
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
+#include "core/weight_cache.h"
 #include "core/workspace.h"
 #include "gemm/gemm.h"
 
@@ -43,13 +48,26 @@ bool winograd_applies(const ConvGeometry& g) {
   return g.c >= 16 && g.o >= 16 && kXi * g.c * g.o * sizeof(float) <= kMaxFilterBytes;
 }
 
-void conv2d_winograd(const ConvGeometry& g, const float* x, const float* w, const float* bias,
-                     const float* residual, bool relu, float* out) {
-  const size_t tw = ceil_div(g.ow, 4), th = ceil_div(g.oh, 4), tile_rows = g.n * th;
-  const size_t threads = static_cast<size_t>(get_num_threads());
+namespace {
 
-  // Filters: U[xi] (O x C, row-major) holds G g G^T of filter (o, c) at o * C + c.
+// Whether n floats are all finite (no NaN, no Inf: an exponent of all ones).
+bool finite_weights(const float* w, size_t n) {
+  std::uint32_t special = 0;
+  for (size_t i = 0; i < n; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, w + i, sizeof bits);
+    special |= static_cast<std::uint32_t>((~bits & 0x7f800000u) == 0);
+  }
+  return special == 0;
+}
+
+// w (O x C 3x3 filters) -> the 36 GEMM A operands U[xi] (O x C), packed.
+std::shared_ptr<WinogradFilters> transform_filters(const ConvGeometry& g, const float* w) {
+  auto f = std::make_shared<WinogradFilters>();
   const size_t nf = g.o * g.c;
+  f->finite = finite_weights(w, nf * 9);
+  if (!f->finite) return f;
+  // U[xi] (O x C, row-major) holds G g G^T of filter (o, c) at o * C + c.
   ScratchBuffer u_buf = acquire_scratch(kXi * nf * sizeof(float));
   float* const u = u_buf.as<float>();
   constexpr size_t kFiltersPerTask = 1024;
@@ -57,6 +75,57 @@ void conv2d_winograd(const ConvGeometry& g, const float* x, const float* w, cons
     const size_t p0 = first * kFiltersPerTask, p1 = std::min(nf, last * kFiltersPerTask);
     kFilter(w + p0 * 9, p1 - p0, u + p0, nf);
   });
+  f->u.resize(kXi);
+  parallel_for(kXi, [&](size_t first, size_t last) {
+    for (size_t xi = first; xi < last; ++xi) {
+      f->u[xi] = std::make_unique<gemm::PreparedA<float>>(gemm::row_major(u + xi * nf, g.c), g.o, g.c, Isa::avx512);
+    }
+  });
+  return f;
+}
+
+std::shared_ptr<const WinogradFilters> cached_filters(const ConvGeometry& g, const float* w, std::uint64_t kind,
+                                                      const std::function<std::shared_ptr<WinogradFilters>()>& build) {
+  WeightKey key;
+  key.data = w;
+  key.bytes = g.o * g.c * 9 * sizeof(float);
+  key.params = {kind, g.o, g.c};
+  return cached_weight_as<WinogradFilters>(key, [&] {
+    std::shared_ptr<WinogradFilters> f = build();
+    size_t bytes = 0;
+    for (const auto& a : f->u) bytes += a->bytes();
+    return Derived{f, bytes};
+  });
+}
+
+}  // namespace
+
+std::shared_ptr<const WinogradFilters> winograd_filters(const ConvGeometry& g, const float* w) {
+  return cached_filters(g, w, 0x57494e4f31ull, [&] { return transform_filters(g, w); });
+}
+
+std::shared_ptr<const WinogradFilters> winograd_grad_input_filters(const ConvGeometry& g, const float* w) {
+  // w'[c][o] = w[o][c] rotated by 180 degrees; the key is the forward weight w.
+  return cached_filters(g, w, 0x57494e4f32ull, [&] {
+    ScratchBuffer wt_buf = acquire_scratch(g.o * g.c * 9 * sizeof(float));
+    float* const wt = wt_buf.as<float>();
+    parallel_for(g.c, [&](size_t c0, size_t c1) {
+      for (size_t c = c0; c < c1; ++c) {
+        for (size_t o = 0; o < g.o; ++o) {
+          const float* src = w + (o * g.c + c) * 9;
+          float* dst = wt + (c * g.o + o) * 9;
+          for (size_t k = 0; k < 9; ++k) dst[k] = src[8 - k];
+        }
+      }
+    });
+    return transform_filters(grad_input_geometry(g), wt);
+  });
+}
+
+void conv2d_winograd(const ConvGeometry& g, const float* x, const WinogradFilters& f, const float* bias,
+                     const float* residual, bool relu, float* out) {
+  const size_t tw = ceil_div(g.ow, 4), th = ceil_div(g.oh, 4), tile_rows = g.n * th;
+  const size_t threads = static_cast<size_t>(get_num_threads());
 
   // Blocks of consecutive tiles (cutting across tile rows and images), a
   // multiple of the GEMM's 32-column panels so that no panel runs half empty.
@@ -67,55 +136,59 @@ void conv2d_winograd(const ConvGeometry& g, const float* x, const float* w, cons
   const size_t block_tiles = std::min(block_cap, per_thread);
   const size_t n_blocks = ceil_div(tiles_total, block_tiles);
   const size_t scratch_floats = kXi * (g.c + g.o) * block_tiles;
+  const size_t b_floats = f.u[0]->scratch_elements(block_tiles);
   const auto h = static_cast<ptrdiff_t>(g.h), pt = static_cast<ptrdiff_t>(g.pt);
 
   // One block: input transform, 36 GEMMs, output transform, in scratch v.
+  // Each phase is a parallel_for over its own dimension (channels, xi, output
+  // channels): inline when the blocks are already split over the threads,
+  // over every thread when one block is all there is (C7: 32 tiles).
   const auto run_block = [&](size_t blk, float* v) {
     const size_t b0 = blk * block_tiles, b1 = std::min(tiles_total, b0 + block_tiles), tiles = b1 - b0;
     float* const m = v + kXi * g.c * tiles;
     // input transform: V[xi] (C x tiles), one segment of a tile row at a time
-    for (size_t s = b0; s < b1;) {
-      const size_t q = s / tw, tx0 = s % tw, nt = std::min(tw - tx0, b1 - s);
-      const size_t n = q / th, ty = q % th;
-      for (size_t c = 0; c < g.c; ++c) {
-        const float* plane = x + (n * g.c + c) * g.h * g.w;
-        const float* rows[6];
-        for (size_t r = 0; r < 6; ++r) {
-          const ptrdiff_t iy = static_cast<ptrdiff_t>(4 * ty + r) - pt;
-          rows[r] = iy < 0 || iy >= h ? nullptr : plane + static_cast<size_t>(iy) * g.w;
+    parallel_for(g.c, [&](size_t c0, size_t c1) {
+      for (size_t s = b0; s < b1;) {
+        const size_t q = s / tw, tx0 = s % tw, nt = std::min(tw - tx0, b1 - s);
+        const size_t n = q / th, ty = q % th;
+        for (size_t c = c0; c < c1; ++c) {
+          const float* plane = x + (n * g.c + c) * g.h * g.w;
+          const float* rows[6];
+          for (size_t r = 0; r < 6; ++r) {
+            const ptrdiff_t iy = static_cast<ptrdiff_t>(4 * ty + r) - pt;
+            rows[r] = iy < 0 || iy >= h ? nullptr : plane + static_cast<size_t>(iy) * g.w;
+          }
+          kInput(rows, static_cast<ptrdiff_t>(4 * tx0) - static_cast<ptrdiff_t>(g.pl), g.w, nt,
+                 v + c * tiles + (s - b0), g.c * tiles);
         }
-        kInput(rows, static_cast<ptrdiff_t>(4 * tx0) - static_cast<ptrdiff_t>(g.pl), g.w, nt, v + c * tiles + (s - b0),
-               g.c * tiles);
+        s += nt;
       }
-      s += nt;
-    }
+    });
     // M[xi] (O x tiles) = U[xi] (O x C) V[xi] (C x tiles)
-    for (size_t xi = 0; xi < kXi; ++xi) {
-      gemm::GemmArgs<float> a;
-      a.m = g.o;
-      a.n = tiles;
-      a.k = g.c;
-      a.a = gemm::row_major(u + xi * nf, g.c);
-      a.b = gemm::row_major(v + xi * g.c * tiles, tiles);
-      a.c = m + xi * g.o * tiles;
-      a.ldc = tiles;
-      gemm::gemm(a);
-    }
-    // output transform + epilogue
-    for (size_t s = b0; s < b1;) {
-      const size_t q = s / tw, tx0 = s % tw, nt = std::min(tw - tx0, b1 - s);
-      const size_t n = q / th, ty = q % th;
-      const size_t nrows = std::min<size_t>(4, g.oh - 4 * ty), cols = std::min(g.ow - 4 * tx0, 4 * nt);
-      for (size_t o = 0; o < g.o; ++o) {
-        const size_t at = ((n * g.o + o) * g.oh + 4 * ty) * g.ow + 4 * tx0;
-        kOutput(m + o * tiles + (s - b0), g.o * tiles, nt, nrows, cols, bias != nullptr ? bias[o] : 0.0f,
-                residual != nullptr ? residual + at : nullptr, relu, out + at, g.ow);
+    parallel_for(kXi, [&](size_t first, size_t last) {
+      ScratchBuffer b_buf = acquire_scratch(b_floats * sizeof(float));
+      for (size_t xi = first; xi < last; ++xi) {
+        f.u[xi]->multiply(tiles, gemm::row_major(v + xi * g.c * tiles, tiles), m + xi * g.o * tiles, tiles, 1.0f,
+                          0.0f, nullptr, b_buf.as<float>());
       }
-      s += nt;
-    }
+    });
+    // output transform + epilogue
+    parallel_for(g.o, [&](size_t o0, size_t o1) {
+      for (size_t s = b0; s < b1;) {
+        const size_t q = s / tw, tx0 = s % tw, nt = std::min(tw - tx0, b1 - s);
+        const size_t n = q / th, ty = q % th;
+        const size_t nrows = std::min<size_t>(4, g.oh - 4 * ty), cols = std::min(g.ow - 4 * tx0, 4 * nt);
+        for (size_t o = o0; o < o1; ++o) {
+          const size_t at = ((n * g.o + o) * g.oh + 4 * ty) * g.ow + 4 * tx0;
+          kOutput(m + o * tiles + (s - b0), g.o * tiles, nt, nrows, cols, bias != nullptr ? bias[o] : 0.0f,
+                  residual != nullptr ? residual + at : nullptr, relu, out + at, g.ow);
+        }
+        s += nt;
+      }
+    });
   };
-  // Enough blocks for every thread: one thread per block, its GEMMs inline.
-  // Otherwise the blocks run here one by one, each GEMM over every thread.
+  // Enough blocks for every thread: one thread per block, its phases inline.
+  // Otherwise the blocks run here one by one, each phase over every thread.
   if (n_blocks >= threads) {
     parallel_for(n_blocks, [&](size_t first, size_t last) {
       ScratchBuffer scratch = acquire_scratch(scratch_floats * sizeof(float));
@@ -146,22 +219,6 @@ ConvGeometry grad_input_geometry(const ConvGeometry& g) {
   b.pt = 2 - std::min<size_t>(g.pt, 2);
   b.pl = 2 - std::min<size_t>(g.pl, 2);
   return b;
-}
-
-void conv2d_winograd_grad_input(const ConvGeometry& g, const float* grad_output, const float* w, float* grad_input) {
-  // w'[c][o] = w[o][c] rotated by 180 degrees
-  ScratchBuffer wt_buf = acquire_scratch(g.o * g.c * 9 * sizeof(float));
-  float* const wt = wt_buf.as<float>();
-  parallel_for(g.c, [&](size_t c0, size_t c1) {
-    for (size_t c = c0; c < c1; ++c) {
-      for (size_t o = 0; o < g.o; ++o) {
-        const float* src = w + (o * g.c + c) * 9;
-        float* dst = wt + (c * g.o + o) * 9;
-        for (size_t k = 0; k < 9; ++k) dst[k] = src[8 - k];
-      }
-    }
-  });
-  conv2d_winograd(grad_input_geometry(g), grad_output, wt, nullptr, nullptr, false, grad_input);
 }
 
 }  // namespace nnkern::ops

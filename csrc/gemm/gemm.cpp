@@ -9,6 +9,8 @@
 #include "gemm/gemm.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -90,6 +92,36 @@ template <class T>
 void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdiff_t line_stride,
                  std::ptrdiff_t step_stride, std::size_t width, PackTransposeFn<T> transpose, T* out,
                  bool pad = true) {
+  if (step_stride != 1 && line_stride == 1) {
+    // Lines contiguous along each step (B of a convolution: rows of input
+    // pixels): walk the source row by row, every panel at once, so that each
+    // source row streams in order (panel by panel, the rows would be read as
+    // `depth` interleaved streams, more than the prefetchers follow).
+    const std::size_t full = lines / width, rest = lines % width;
+    const auto rows = [&](auto fixed_width) {
+      // a compile-time width: the copy of one panel line is a few vector
+      // moves, not a call to memmove
+      constexpr std::size_t kW = decltype(fixed_width)::value;
+      const std::size_t w = kW != 0 ? kW : width;
+      for (std::size_t p = 0; p < depth; ++p) {
+        const T* step = src + static_cast<std::ptrdiff_t>(p) * step_stride;
+        T* o = out + p * w;
+        for (std::size_t q = 0; q < full; ++q, o += w * depth) std::memcpy(o, step + q * w, w * sizeof(T));
+        if (rest != 0) {
+          std::memcpy(o, step + full * w, rest * sizeof(T));
+          if (pad) std::fill(o + rest, o + w, T(0));
+        }
+      }
+    };
+    if (width * sizeof(T) == 128) {
+      rows(std::integral_constant<std::size_t, 128 / sizeof(T)>());
+    } else if (width * sizeof(T) == 64) {
+      rows(std::integral_constant<std::size_t, 64 / sizeof(T)>());
+    } else {
+      rows(std::integral_constant<std::size_t, 0>());
+    }
+    return;
+  }
   for (std::size_t l0 = 0; l0 < lines; l0 += width, out += width * depth) {
     const std::size_t h = std::min(width, lines - l0);
     const T* s = src + static_cast<std::ptrdiff_t>(l0) * line_stride;
@@ -100,11 +132,6 @@ void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdif
         const T* line = s + static_cast<std::ptrdiff_t>(l) * line_stride;
         for (std::size_t p = 0; p < depth; ++p) out[p * width + l] = line[p];
       }
-    } else if (line_stride == 1) {
-      for (std::size_t p = 0; p < depth; ++p) {
-        const T* step = s + static_cast<std::ptrdiff_t>(p) * step_stride;
-        for (std::size_t l = 0; l < h; ++l) out[p * width + l] = step[l];
-      }
     } else {
       for (std::size_t p = 0; p < depth; ++p) {
         for (std::size_t l = 0; l < h; ++l) {
@@ -114,6 +141,21 @@ void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdif
     }
     if (h < width && pad) {
       for (std::size_t p = 0; p < depth; ++p) std::fill(out + p * width + h, out + (p + 1) * width, T(0));
+    }
+  }
+}
+
+// The micro-kernel over every (MR panel of apack, NR panel of bpack) pair of
+// one kb-deep slice: C rows [0, mb) x columns [0, nb), the B panels innermost.
+template <class T>
+void run_kernels(const GemmKernel<T>& uk, std::size_t mb, const T* apack, std::size_t nb, const T* bpack,
+                 std::size_t kb, T* c, std::size_t ldc, T alpha, T beta, const T* bias) {
+  for (std::size_t ir = 0; ir < mb; ir += uk.mr) {
+    const std::size_t mr = std::min(uk.mr, mb - ir);
+    T* c_row = c + ir * ldc;
+    for (std::size_t jr = 0; jr < nb; jr += uk.nr) {
+      uk.fn(mr, std::min(uk.nr, nb - jr), kb, apack + ir * kb, bpack + jr * kb, c_row + jr, ldc, alpha, beta,
+            bias != nullptr ? bias + jr : nullptr);
     }
   }
 }
@@ -151,14 +193,7 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
                     a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
                         static_cast<std::ptrdiff_t>(pc) * a.col_stride,
                     a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
-        for (std::size_t ir = 0; ir < mb; ir += uk.mr) {
-          const std::size_t mr = std::min(uk.mr, mb - ir);
-          T* c_row = g.c + (ic + ir) * g.ldc + jc;
-          for (std::size_t jr = 0; jr < nb; jr += uk.nr) {
-            uk.fn(mr, std::min(uk.nr, nb - jr), kb, apack + ir * kb, bpack + jr * kb, c_row + jr, g.ldc, g.alpha,
-                  beta, bias != nullptr ? bias + jr : nullptr);
-          }
-        }
+        run_kernels(uk, mb, apack, nb, bpack, kb, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta, bias);
       }
     }
   }
@@ -305,6 +340,50 @@ void PreparedB<T>::multiply(std::size_t m, const T* a, std::size_t lda, std::siz
   multiply_packed(m, scratch, j0, j1, c, ldc, alpha, beta, bias);
 }
 
+template <class T>
+PreparedA<T>::PreparedA(const MatrixRef<T>& a, std::size_t m, std::size_t k, Isa isa) : m_(m), k_(k), isa_(isa) {
+  const GemmKernel<T> uk = kernel_for(isa, T());
+  const Blocking bl = blocking_for(uk, k);
+  kc_ = bl.kc;
+  nc_ = bl.nc;
+  m_pad_ = round_up(m, uk.mr);
+  packed_ = acquire_array_memory(std::max<std::size_t>(1, m_pad_ * k) * sizeof(T));
+  T* out = packed_.as<T>();
+  for (std::size_t pc = 0; pc < k; pc += kc_) {
+    const std::size_t kb = std::min(kc_, k - pc);
+    pack_panels(m, kb, a.data + static_cast<std::ptrdiff_t>(pc) * a.col_stride, a.row_stride, a.col_stride, uk.mr,
+                uk.pack_transpose, out + pc * m_pad_);
+  }
+}
+
+template <class T>
+std::size_t PreparedA<T>::scratch_elements(std::size_t n) const {
+  const GemmKernel<T> uk = kernel_for(isa_, T());
+  return std::min(nc_, round_up(std::max<std::size_t>(n, 1), uk.nr)) * kc_;
+}
+
+template <class T>
+void PreparedA<T>::multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::size_t ldc, T alpha, T beta,
+                            const T* bias, T* scratch) const {
+  if (m_ == 0 || n == 0) return;
+  const GemmKernel<T> uk = kernel_for(isa_, T());
+  const T* packed = packed_.as<T>();
+  for (std::size_t jc = 0; jc < n; jc += nc_) {
+    const std::size_t nb = std::min(nc_, n - jc);
+    for (std::size_t pc = 0; pc == 0 || pc < k_; pc += kc_) {
+      const std::size_t kb = std::min(kc_, k_ - pc);
+      pack_panels(nb, kb,
+                  b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
+                      static_cast<std::ptrdiff_t>(jc) * b.col_stride,
+                  b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, scratch);
+      const T* slice_bias = pc == 0 && bias != nullptr ? bias + jc : nullptr;
+      run_kernels(uk, m_, packed + pc * m_pad_, nb, scratch, kb, c + jc, ldc, alpha, pc == 0 ? beta : T(1),
+                  slice_bias);
+      if (k_ == 0) break;
+    }
+  }
+}
+
 namespace {
 
 template <class T>
@@ -332,5 +411,7 @@ void column_sums(std::size_t m, std::size_t n, const double* g, double* out) { c
 
 template class PreparedB<float>;
 template class PreparedB<double>;
+template class PreparedA<float>;
+template class PreparedA<double>;
 
 }  // namespace nnkern::gemm

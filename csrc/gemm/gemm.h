@@ -106,4 +106,34 @@ class PreparedB {
   ScratchBuffer packed_;  // panels: slice at pc * round_up(n, nr), panel p of it at + p * nr * kb
 };
 
+// An A operand packed once and multiplied by many B operands (the weights
+// of a convolution: packed once per weight, kept in the weight cache, and
+// shared by every tile and thread). A is m x k; the constructor packs it into
+// the kernel family's MR-tall panels, kc-deep slices, as gemm() does.
+//
+//   multiply: C = alpha * A * B + beta * C (+ bias[j]), B k x n (any strides)
+//
+// on the calling thread; scratch holds scratch_elements(n) elements (B's
+// packed block). Each element of C is the FMA chain gemm() computes: the same
+// bits as gemm() with the same kernel family, whatever n or the tiling.
+template <class T>
+class PreparedA {
+ public:
+  PreparedA(const MatrixRef<T>& a, std::size_t m, std::size_t k, Isa isa);
+  PreparedA(const PreparedA&) = delete;
+  PreparedA& operator=(const PreparedA&) = delete;
+
+  std::size_t rows() const { return m_; }
+  std::size_t depth() const { return k_; }
+  std::size_t bytes() const { return packed_.capacity(); }
+  std::size_t scratch_elements(std::size_t n) const;
+  void multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::size_t ldc, T alpha, T beta, const T* bias,
+                T* scratch) const;
+
+ private:
+  std::size_t m_, k_, m_pad_ = 0, kc_ = 1, nc_ = 1;
+  Isa isa_;
+  ScratchBuffer packed_;  // slice pc at pc * m_pad_, panel r of it at + r * mr * kb
+};
+
 }  // namespace nnkern::gemm
