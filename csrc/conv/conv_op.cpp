@@ -240,20 +240,30 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
   const size_t total = g.n * pl.p;
   if (total == 0 || g.o == 0) return;
   const auto packed = packed_groups(pl, w, Derivation::gemm_a);
-  // Tiles of output pixels (spanning images when planes are small), balanced
-  // so that every thread gets the same number.
+  // Tiles of output pixels, balanced so that every thread gets the same
+  // number: planes of at least a tile are cut into equal tiles inside each
+  // image (a 1x1 conv then multiplies the input planes in place, and the
+  // GEMM writes the output planes); smaller planes share tiles across images.
   const size_t threads = static_cast<size_t>(get_num_threads());
   const size_t tile_target = std::max(kMinTileCols, kTileBytes / (pl.k * sizeof(T)));
   size_t n_tiles = ceil_div(total, tile_target);
+  if (pl.p >= tile_target) n_tiles = g.n * ceil_div(pl.p, tile_target);
   if (g.groups * n_tiles < threads * 8) n_tiles = std::min(total, ceil_div(n_tiles, threads) * threads);
-  const size_t max_cols = ceil_div(total, n_tiles);
+  const size_t per_image = n_tiles % g.n == 0 ? n_tiles / g.n : 0;  // tiles inside images, or 0
+  const size_t max_cols = per_image != 0 ? ceil_div(pl.p, per_image) : ceil_div(total, n_tiles);
   // B's packed block (first: the kernels want it 64-byte aligned), the
   // columns (k x tile), then the GEMM result of a tile that spans images (og x tile)
   const size_t b_elems = packed->groups[0]->scratch_elements(max_cols);
   const size_t scratch_bytes = (b_elems + (pl.k + pl.og) * max_cols) * sizeof(T);
   run_tasks(g.groups * n_tiles, scratch_bytes, [&](size_t t, void* scratch) {
     const size_t grp = t / n_tiles, tile = t % n_tiles;
-    const size_t q0 = tile * total / n_tiles, q1 = (tile + 1) * total / n_tiles, cols = q1 - q0;
+    size_t q0 = tile * total / n_tiles, q1 = (tile + 1) * total / n_tiles;
+    if (per_image != 0) {
+      const size_t n = tile / per_image, i = tile % per_image;
+      q0 = n * pl.p + i * pl.p / per_image;
+      q1 = n * pl.p + (i + 1) * pl.p / per_image;
+    }
+    const size_t cols = q1 - q0;
     T* const b_buf = static_cast<T*>(scratch);
     T* const col_buf = b_buf + b_elems;
     T* const c_buf = col_buf + pl.k * max_cols;
