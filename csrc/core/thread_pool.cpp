@@ -28,7 +28,19 @@ struct Job {
   std::size_t n_tasks = 0;
   std::size_t n_chunks = 0;
   unsigned fp_mode = 0;
+  // parallel_for: chunks 1.. go to whichever thread claims them first (the
+  // caller too, once its chunk 0 is done), so a worker slow to wake (a vCPU
+  // the hypervisor has parked: milliseconds after an idle spell) delays
+  // nothing. Which chunk covers which tasks is fixed, so the bits are too.
+  // Teams (parallel_team): chunk c on thread c, all at once.
+  bool claimed = true;
 };
+
+// The claim word: the job's generation above kChunkBits, the next chunk to
+// claim below, so that a worker still holding an older job can never claim
+// a chunk of a newer one.
+constexpr unsigned kChunkBits = 20;  // > kMaxThreads chunks
+constexpr std::uint64_t kChunkMask = (std::uint64_t{1} << kChunkBits) - 1;
 
 // Runs one chunk with the caller's floating-point mode; returns its exception.
 std::exception_ptr run_chunk(const Job& job, std::size_t c) {
@@ -84,15 +96,25 @@ class ThreadPool {
   // Requires run_mutex. Runs chunk 0 here and chunks 1.. on the workers.
   void run(const Job& job, std::size_t n_threads) {
     resize(n_threads - 1);
+    std::uint64_t gen = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = job;
       pending_.store(job.n_chunks - 1, std::memory_order_relaxed);
       error_ = nullptr;
-      generation_.fetch_add(1, std::memory_order_release);
+      gen = generation_.load(std::memory_order_relaxed) + 1;
+      claim_.store((gen << kChunkBits) | 1, std::memory_order_relaxed);
+      generation_.store(gen, std::memory_order_release);
     }
     work_cv_.notify_all();
     std::exception_ptr error = run_chunk(job, 0);
+    if (job.claimed) {
+      for (std::size_t c; (c = claim(gen, job.n_chunks)) != kNone;) {
+        std::exception_ptr e = run_chunk(job, c);
+        if (e && !error) error = e;
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
     spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lock(mutex_);
     done_cv_.wait(lock, [&] { return pending_ == 0; });
@@ -134,13 +156,37 @@ class ThreadPool {
       if (stopping_) return;
       seen = generation_.load(std::memory_order_relaxed);
       const Job job = job_;
-      if (index >= job.n_chunks) continue;
+      if (!job.claimed) {
+        if (index >= job.n_chunks) continue;
+        lock.unlock();
+        finish(run_chunk(job, index), lock);
+        lock.lock();
+        continue;
+      }
       lock.unlock();
-      std::exception_ptr error = run_chunk(job, index);
+      for (std::size_t c; (c = claim(seen, job.n_chunks)) != kNone;) finish(run_chunk(job, c), lock);
       lock.lock();
-      if (error && !error_) error_ = error;
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_cv_.notify_one();
     }
+  }
+
+  static constexpr std::size_t kNone = ~std::size_t{0};
+
+  // The next unclaimed chunk of job `gen`, or kNone when every chunk is taken
+  // or that job is over.
+  std::size_t claim(std::uint64_t gen, std::size_t n_chunks) {
+    std::uint64_t word = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((word >> kChunkBits) != gen || (word & kChunkMask) >= n_chunks) return kNone;
+      if (claim_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return word & kChunkMask;
+    }
+  }
+
+  // A worker's chunk is done: record its error, count it (lock: unlocked on entry and exit).
+  void finish(std::exception_ptr error, std::unique_lock<std::mutex>& lock) {
+    lock.lock();
+    if (error && !error_) error_ = error;
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_cv_.notify_one();
+    lock.unlock();
   }
 
   std::mutex mutex_;
@@ -150,7 +196,8 @@ class ThreadPool {
   std::atomic<std::uint64_t> generation_{0};  // written under mutex_, polled without it
   bool stopping_ = false;
   Job job_;
-  std::atomic<std::size_t> pending_{0};  // written under mutex_, polled by the caller without it
+  std::atomic<std::size_t> pending_{0};  // chunks 1.. not finished; polled by the caller without mutex_
+  std::atomic<std::uint64_t> claim_{0};   // generation << kChunkBits | next chunk (claimed jobs)
   std::exception_ptr error_;
 };
 
@@ -245,7 +292,7 @@ void parallel_team(std::size_t max_members, RangeFn fn) {
   // all at once (run() holds every worker until the job is done).
   auto member = [&](std::size_t begin, std::size_t) { fn(begin, wanted); };
   RangeFn member_fn(member);
-  p.run(Job{&member_fn, wanted, wanted, get_fp_mode()}, threads);
+  p.run(Job{&member_fn, wanted, wanted, get_fp_mode(), /*claimed=*/false}, threads);
 }
 
 void SpinBarrier::wait(std::size_t members) {

@@ -2,10 +2,14 @@
 //
 // parallel_for(n_tasks, fn) cuts [0, n_tasks) into min(threads, n_tasks)
 // contiguous chunks, chunk c = [c*n/k, (c+1)*n/k), and calls fn(begin, end)
-// once per chunk: the caller thread runs chunk 0, pool thread c runs chunk c.
-// Which indices land in which chunk depends only on n_tasks and the thread
-// count, so a kernel whose chunks write disjoint outputs gives the same bits
-// on every run with the same thread count.
+// once per chunk: the caller thread runs chunk 0, and chunks 1.. go to
+// whichever thread claims them first (a pool thread, or the caller once its
+// chunk is done: a worker that is slow to wake, e.g. a vCPU parked by the
+// hypervisor after an idle spell, then costs nothing). Chunks of one call may
+// therefore run one after the other: they must not wait for each other (use
+// parallel_team for that). Which indices land in which chunk depends only on
+// n_tasks and the thread count, so a kernel whose chunks write disjoint
+// outputs gives the same bits on every run with the same thread count.
 //
 // One parallel_for at a time uses the pool. A call made while the pool is busy
 // (another Python thread) or from inside a chunk runs its chunks one after the
