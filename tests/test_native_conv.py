@@ -55,6 +55,12 @@ CASES = {
     "depthwise s3 width 1": (2, 3, 7, 1, 3, 3, 1, (3, 1), (1, 1, 0, 0), (1, 1), 3),
     "channel multiplier s2": (2, 3, 10, 8, 9, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), 3),
     "one input channel (LeNet)": (5, 1, 12, 16, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    # several output channels per input row at once (AVX-512): blocks of 4 + remainders 1..3, rows
+    # of 1..3 32-pixel steps with tails in either vector, strides and dilation
+    "channel multiplier 5, wide rows": (2, 2, 11, 75, 10, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), 2),
+    "channel multiplier 7, s2 narrow": (1, 1, 9, 20, 7, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "channel multiplier 2, d2": (2, 3, 12, 40, 6, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 3),
+    "channel multiplier 3, 17 wide": (3, 2, 7, 17, 6, 2, 3, (1, 1), (0, 1, 1, 1), (1, 1), 2),
     "winograd odd sizes, C/O not /16": (2, 20, 13, 11, 18, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "winograd unpadded, batch 1": (1, 16, 9, 22, 17, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "winograd asymmetric padding": (3, 24, 7, 7, 32, 3, 3, (1, 1), (2, 0, 0, 2), (1, 1), 1),
@@ -132,7 +138,8 @@ def test_against_reference(isa, dtype, case):
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
-                                  "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier"])
+                                  "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
+                                  "channel multiplier 5, wide rows", "one input channel (LeNet)"])
 def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
     threads(1)

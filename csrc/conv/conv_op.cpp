@@ -443,6 +443,10 @@ conv::Dw3x3PlaneFn<double> dw3x3_plane(double) { return conv::f64_dw3x3_plane_sc
 conv::Dw3x3WgradPlaneFn<float> dw3x3_wgrad(float) { return kDw3x3.f32_wgrad.active(); }
 conv::Dw3x3WgradPlaneFn<double> dw3x3_wgrad(double) { return conv::f64_dw3x3_wgrad_plane_scalar; }
 
+conv::DwconvRowsFn<float> dw_rows(float) {
+  return active_isa() == Isa::avx512 ? NNKERN_X86_ONLY(conv::f32_dwconv_rows_avx512) : nullptr;
+}
+conv::DwconvRowsFn<double> dw_rows(double) { return nullptr; }
 conv::DwconvRowFn<float> dw_row(float) { return kDwconv.f32_row.active(); }
 conv::DwconvRowFn<double> dw_row(double) { return conv::f64_dwconv_row_scalar; }
 conv::DwconvWgradRowFn<float> dw_wgrad(float) { return kDwconv.f32_wgrad.active(); }
@@ -476,29 +480,38 @@ struct DwPadded {
 };
 
 // Each task pads one input plane into scratch and computes its og output
-// planes row by row, the epilogue applied to each row while it is in L1.
+// planes row by row (all og channels of a row at once where the family has a
+// several-channel kernel), the epilogue applied to each row while it is in L1.
 template <class T>
 void dwconv_forward(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
   const ConvGeometry& g = pl.g;
   if (pl.p == 0) return;
   const DwPadded pd(g);
   const auto kernel = dw_row(T());
+  const auto multi = dw_rows(T());
   const size_t taps = g.kh * g.kw;
   parallel_for(g.n * g.c, [&](size_t first, size_t last) {
     ScratchBuffer scratch = acquire_scratch(pd.ph * pd.pw * sizeof(T));
     T* const pad = scratch.as<T>();
     std::vector<const T*> rows(g.kh);
+    std::vector<T> init(pl.og);
+    std::vector<T*> orows(pl.og);
     for (size_t t = first; t < last; ++t) {
-      const size_t n = t / g.c, c = t % g.c;
+      const size_t n = t / g.c, c = t % g.c, o0 = c * pl.og;
       pad_plane(x + t * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl), pd.ph, pd.pw,
                 pad);
-      for (size_t o = c * pl.og; o < (c + 1) * pl.og; ++o) {
-        const T init = bias != nullptr ? bias[o] : T(0);
-        T* const plane = out + (n * g.o + o) * pl.p;
-        for (size_t oy = 0; oy < g.oh; ++oy) {
-          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
-          T* const orow = plane + oy * g.ow;
-          kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), w + o * taps, init, orow);
+      for (size_t r = 0; r < pl.og; ++r) init[r] = bias != nullptr ? bias[o0 + r] : T(0);
+      for (size_t oy = 0; oy < g.oh; ++oy) {
+        for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
+        for (size_t r = 0; r < pl.og; ++r) orows[r] = out + ((n * g.o + o0 + r) * g.oh + oy) * g.ow;
+        if (multi != nullptr && pl.og > 1) {
+          multi(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), w + o0 * taps, pl.og, init.data(), orows.data());
+        } else {
+          for (size_t r = 0; r < pl.og; ++r) {
+            kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), w + (o0 + r) * taps, init[r], orows[r]);
+          }
+        }
+        for (T* const orow : orows) {
           if (residual != nullptr) {
             const T* res = residual + (orow - out);
             for (size_t i = 0; i < g.ow; ++i) orow[i] += res[i];

@@ -29,6 +29,17 @@ using DwconvWgradRowFn = void (*)(std::size_t ow, std::size_t kh, std::size_t kw
   void prefix##_dwconv_wgrad_row_##isa(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw,          \
                                        std::size_t dw, const T* const* rows, const T* g, T* acc);
 
+// Several output channels of one input row set (channel multipliers, e.g. a
+// LeNet 1 -> 6 conv): out[o][x] = init[o] + sum_{i,j} w[o*kh*kw + i*kw + j] *
+// rows[i][x*sw + j*dw] for o < channels, each output the same FMA chain as
+// dwconv_row's. AVX-512 only; other families call dwconv_row per channel.
+template <class T>
+using DwconvRowsFn = void (*)(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw, std::size_t dw,
+                              const T* const* rows, const T* w, std::size_t channels, const T* init, T* const* out);
+void f32_dwconv_rows_avx512(std::size_t ow, std::size_t kh, std::size_t kw, std::size_t sw, std::size_t dw,
+                            const float* const* rows, const float* w, std::size_t channels, const float* init,
+                            float* const* out);
+
 NNKERN_DECLARE_DWCONV(float, f32, scalar)
 NNKERN_DECLARE_DWCONV(double, f64, scalar)
 NNKERN_DECLARE_DWCONV(float, f32, avx2)
