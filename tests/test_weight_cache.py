@@ -206,3 +206,47 @@ def test_limit_from_environment(limit_mb, max_entries):
     env = dict(os.environ, NNKERN_WEIGHT_CACHE_MB=limit_mb)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+# ---- nnkern.set_conv_algorithm / NNKERN_CONV_ALGORITHM (Winograd on or off)
+
+@pytest.fixture
+def algorithm():
+    before = nnkern.get_conv_algorithm()
+    yield nnkern.set_conv_algorithm
+    nnkern.set_conv_algorithm(before)
+
+
+def test_set_conv_algorithm_direct_turns_winograd_off(algorithm):
+    x, w, b = _data("winograd", seed=7)
+    s, p, d = _geo("winograd")
+    expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), s, p, d, 1, None, None)
+    algorithm("direct")
+    assert nnkern.get_conv_algorithm() == "direct" and nnkern.info()["conv_algorithm"] == "direct"
+    direct = nnkern.conv2d(x, w, b, padding=1)
+    algorithm("auto")
+    auto = nnkern.conv2d(x, w, b, padding=1)
+    err = lambda o: np.linalg.norm(o - expected) / np.linalg.norm(expected)  # noqa: E731
+    assert err(direct) <= 1e-6 and err(auto) <= 5e-4
+    if _cpu.isa() == "avx512":  # Winograd exists only there: its rounding differs from the direct sum
+        assert not np.array_equal(direct, auto)
+        assert err(direct) < err(auto)
+
+
+def test_set_conv_algorithm_rejects_unknown_names(algorithm):
+    with pytest.raises(ValueError, match="auto"):
+        nnkern.set_conv_algorithm("fast")
+    with pytest.raises(TypeError):
+        nnkern.set_conv_algorithm(1)
+    assert nnkern.get_conv_algorithm() in ("auto", "direct")
+
+
+@pytest.mark.parametrize("value,ok", [("direct", True), ("auto", True), ("winograd-please", False)])
+def test_conv_algorithm_environment_variable(value, ok):
+    code = "import nnkern; print(nnkern.get_conv_algorithm())"
+    env = dict(os.environ, NNKERN_CONV_ALGORITHM=value)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if ok:
+        assert r.returncode == 0 and r.stdout.strip() == value, r.stderr
+    else:
+        assert r.returncode != 0 and "NNKERN_CONV_ALGORITHM" in r.stderr

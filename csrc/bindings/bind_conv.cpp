@@ -11,6 +11,7 @@
 #include "bindings/arrays.h"
 #include "bindings/families.h"
 #include "conv/conv_op.h"
+#include "conv/winograd_op.h"
 #include "core/errors.h"
 
 namespace nnkern::bindings {
@@ -120,6 +121,18 @@ void bind_conv(py::module_& m) {
   m.def("conv2d_backward", &conv2d_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("output_mask"),
         "(grad_input, grad_weight, grad_bias) of conv2d; None where output_mask is False.");
+  m.def(
+      "set_conv_algorithm",
+      [](const std::string& name) {
+        if (name != "auto" && name != "direct") {
+          throw value_error("set_conv_algorithm: algorithm must be 'auto' or 'direct', got '" + name + "'");
+        }
+        ops::set_winograd_allowed(name == "auto");
+      },
+      py::arg("name"), "'auto': Winograd where it applies (default); 'direct': never Winograd.");
+  m.def(
+      "get_conv_algorithm", [] { return std::string(ops::winograd_allowed() ? "auto" : "direct"); },
+      "The algorithm choice set by set_conv_algorithm.");
 }
 
 }  // namespace nnkern::bindings

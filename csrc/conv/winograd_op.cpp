@@ -1,6 +1,7 @@
 #include "conv/winograd_op.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -41,8 +42,15 @@ const auto kOutput = NNKERN_X86_ONLY(conv::f32_wino43_output_avx512);
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_winograd_allowed{true};
+}  // namespace
+
+void set_winograd_allowed(bool allowed) { g_winograd_allowed.store(allowed, std::memory_order_relaxed); }
+bool winograd_allowed() { return g_winograd_allowed.load(std::memory_order_relaxed); }
+
 bool winograd_applies(const ConvGeometry& g) {
-  if (active_isa() != Isa::avx512) return false;
+  if (!winograd_allowed() || active_isa() != Isa::avx512) return false;
   if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return false;
   if (g.n == 0 || g.oh == 0 || g.ow == 0) return false;
   return g.c >= 16 && g.o >= 16 && kXi * g.c * g.o * sizeof(float) <= kMaxFilterBytes;

@@ -13,9 +13,15 @@
 
 namespace nnkern::ops {
 
-// Whether conv2d_winograd serves this float32 convolution: the shape rule
-// (3x3, stride 1, dilation 1, one group, enough channels) and an AVX-512 family.
+// Whether conv2d_winograd serves this float32 convolution: Winograd allowed
+// (set_winograd_allowed), the shape rule (3x3, stride 1, dilation 1, one
+// group, enough channels) and an AVX-512 family.
 bool winograd_applies(const ConvGeometry& g);
+
+// nnkern.set_conv_algorithm: "auto" allows Winograd (default), "direct" turns
+// it off (every conv then takes the GEMM or direct kernels). Process-wide.
+void set_winograd_allowed(bool allowed);
+bool winograd_allowed();
 
 // The 36 transformed filter matrices U[xi] = (G g G^T)[xi] (O x C), packed
 // as GEMM A operands; empty when a weight is NaN or Inf (the transforms would

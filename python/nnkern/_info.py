@@ -24,6 +24,24 @@ def empty_cache() -> None:
     backends.get("cpu").empty_cache()
 
 
+def set_conv_algorithm(name: str) -> None:
+    """Choose how native float32 convolutions are computed, process-wide.
+
+    ``"auto"`` (the default, or ``NNKERN_CONV_ALGORITHM``): Winograd F(4x4, 3x3) for 3x3 stride-1
+    convolutions where it applies (relative error <= 5e-4, typically ~1e-6), GEMM or direct kernels
+    otherwise. ``"direct"``: never Winograd (results rounded as a direct convolution). Raises
+    ``ValueError`` for any other name.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"set_conv_algorithm: name must be a str, got {type(name).__name__}")
+    backends.get("cpu").set_conv_algorithm(name)
+
+
+def get_conv_algorithm() -> str:
+    """The current choice of :func:`set_conv_algorithm` (``"auto"`` or ``"direct"``)."""
+    return str(backends.get("cpu").get_conv_algorithm())
+
+
 def info() -> dict[str, Any]:
     """Version, kernel ISA, threads, build, CUDA status and which ops run natively."""
     cpu = backends.get("cpu")
@@ -44,6 +62,7 @@ def info() -> dict[str, Any]:
         "cpu_isa": cpu.isa(),
         "cpu_isas_supported": list(cpu.supported_isas()),
         "num_threads": get_num_threads(),
+        "conv_algorithm": get_conv_algorithm(),
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "build": cpu.build_info(),
         "cuda_compiled": cuda.compiled(),
