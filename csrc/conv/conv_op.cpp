@@ -250,20 +250,29 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
   if (pl.p >= tile_target) n_tiles = g.n * ceil_div(pl.p, tile_target);
   if (g.groups * n_tiles < threads * 8) n_tiles = std::min(total, ceil_div(n_tiles, threads) * threads);
   const size_t per_image = n_tiles % g.n == 0 ? n_tiles / g.n : 0;  // tiles inside images, or 0
-  const size_t max_cols = per_image != 0 ? ceil_div(pl.p, per_image) : ceil_div(total, n_tiles);
+  // Tiles across images start on multiples of the widest B panel, so that
+  // only the last tile has a partial panel (C4: 8 tiles of 196 columns ran
+  // 7 panels each, 28 per thread; aligned, 25 and 24).
+  constexpr size_t kPanelAlign = 32;
+  const auto tile_start = [&](size_t tile) {
+    const size_t q = tile * total / n_tiles;
+    return tile == n_tiles ? total : std::min(total, (q + kPanelAlign / 2) / kPanelAlign * kPanelAlign);
+  };
+  const size_t max_cols = per_image != 0 ? ceil_div(pl.p, per_image) : ceil_div(total, n_tiles) + kPanelAlign;
   // B's packed block (first: the kernels want it 64-byte aligned), the
   // columns (k x tile), then the GEMM result of a tile that spans images (og x tile)
   const size_t b_elems = packed->groups[0]->scratch_elements(max_cols);
   const size_t scratch_bytes = (b_elems + (pl.k + pl.og) * max_cols) * sizeof(T);
   run_tasks(g.groups * n_tiles, scratch_bytes, [&](size_t t, void* scratch) {
     const size_t grp = t / n_tiles, tile = t % n_tiles;
-    size_t q0 = tile * total / n_tiles, q1 = (tile + 1) * total / n_tiles;
+    size_t q0 = tile_start(tile), q1 = tile_start(tile + 1);
     if (per_image != 0) {
       const size_t n = tile / per_image, i = tile % per_image;
       q0 = n * pl.p + i * pl.p / per_image;
       q1 = n * pl.p + (i + 1) * pl.p / per_image;
     }
     const size_t cols = q1 - q0;
+    if (cols == 0) return;  // aligned starts can leave a tiny tile empty
     T* const b_buf = static_cast<T*>(scratch);
     T* const col_buf = b_buf + b_elems;
     T* const c_buf = col_buf + pl.k * max_cols;
