@@ -465,7 +465,8 @@ def resnet_block(rng, *, n: int, c: int, hw: int) -> Case:
     """ResNet basic block, inference: conv3x3-BN-ReLU-conv3x3-BN, + x, ReLU (no conv bias, BN in eval).
 
     BN is not folded into the convolutions, so conv2d's fused ``activation``/``residual`` do not apply;
-    the skip is added in place into the second batch-norm's fresh output.
+    nnkern uses batch_norm's fused forms instead (``activation="relu"``, and ``residual=x`` for the
+    skip: what the layer API's ResNet block calls), torch its in-place ``relu_`` and ``+=``.
     """
     x = randn(rng, n, c, hw, hw)
     w1, w2 = (randn(rng, c, c, 3, 3, scale=1 / math.sqrt(9 * c)) for _ in range(2))
@@ -477,10 +478,10 @@ def resnet_block(rng, *, n: int, c: int, hw: int) -> Case:
         (m1, v1, g1, b1), (m2, v2, g2, b2) = bn
 
         def call():
-            y = nnkern.relu(nnkern.batch_norm(nnkern.conv2d(x, w1, None, 1, 1), m1, v1, g1, b1, training=False))
-            y = nnkern.batch_norm(nnkern.conv2d(y, w2, None, 1, 1), m2, v2, g2, b2, training=False)
-            np.add(y, x, out=y)
-            return nnkern.relu(y)
+            y = nnkern.batch_norm(nnkern.conv2d(x, w1, None, 1, 1), m1, v1, g1, b1, training=False,
+                                  activation="relu")
+            return nnkern.batch_norm(nnkern.conv2d(y, w2, None, 1, 1), m2, v2, g2, b2, training=False,
+                                     activation="relu", residual=x)
         return call
 
     def make_torch():
