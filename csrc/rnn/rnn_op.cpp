@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <atomic>
 #include <optional>
+#include <thread>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
 #include "core/workspace.h"
 #include "gemm/gemm.h"
+#include "gemm/gemm_ukernel.h"
 #include "rnn/rnn_pointwise.h"
 #include "vmath/vactivation.h"
 
@@ -134,20 +137,99 @@ struct MemberScratch {
   T* of(std::size_t member) const { return buf.as<T>() + member * per; }
 };
 
-// Runs every direction's time loop: a team of up to max_members, one group
-// per direction (role_of), or one member looping over both directions.
+// Spins until ready() holds: pause first, then yield the CPU (as SpinBarrier).
+template <class Ready>
+void spin_until(Ready ready) {
+  for (unsigned spins = 0; !ready(); ++spins) {
+    if (spins < (1u << 11)) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+// The time loop as a schedule of blocks: every step of every direction is cut
+// into the same `per_dir` runs of hidden units (whole register-tile columns),
+// and every block of a step needs every block of the step before (its
+// multiply reads the whole hidden state, or the whole gate gradient, of that
+// step). Members claim blocks, their own share of each step first -- the same
+// blocks every step, so their weights stay in their core's cache -- then any
+// block of the step still unclaimed, from the far end of the next member's
+// share. So a member that the OS or the hypervisor holds back (a shared or
+// idle-then-woken vCPU) delays a step only by a block it already holds, not
+// by its whole share as with a barrier. Which member computes a block does
+// not change its bits (every element is one FMA chain whatever the column
+// range; the elementwise passes have no reductions).
+struct StepSchedule {
+  std::size_t steps, dirs, per_dir, blocks;
+  std::unique_ptr<std::atomic<std::size_t>[]> claimed;  // per block: the next step it may be claimed for
+  alignas(64) std::atomic<std::size_t> done{0};        // blocks finished, over all steps
+
+  StepSchedule(std::size_t steps_, std::size_t dirs_, std::size_t per_dir_)
+      : steps(steps_), dirs(dirs_), per_dir(per_dir_), blocks(dirs_ * per_dir_),
+        claimed(new std::atomic<std::size_t>[dirs_ * per_dir_]) {
+    for (std::size_t b = 0; b < blocks; ++b) claimed[b].store(0, std::memory_order_relaxed);
+  }
+
+  // Member `rank` of `size`: work(step, direction, block of the direction) for every block it wins.
+  template <class Work>
+  void run(std::size_t rank, std::size_t size, Work&& work) {
+    const auto [own0, own1] = chunk_range(blocks, size, rank);
+    for (std::size_t s = 0; s < steps;) {
+      const std::size_t need = s * blocks;
+      if (done.load(std::memory_order_acquire) < need) {
+        spin_until([&] { return done.load(std::memory_order_acquire) >= need; });
+      }
+      for (std::size_t i = 0; i < blocks; ++i) {
+        // own blocks in order, then the others backwards from just before own0
+        const std::size_t b = i < own1 - own0 ? own0 + i : (own0 + blocks - (i - (own1 - own0) + 1)) % blocks;
+        std::size_t expected = s;
+        if (claimed[b].load(std::memory_order_relaxed) == s &&
+            claimed[b].compare_exchange_strong(expected, s + 1, std::memory_order_acq_rel)) {
+          work(s, b / per_dir, b % per_dir);
+          done.fetch_add(1, std::memory_order_acq_rel);
+        }
+      }
+      // the next step, or later ones when this member was held back: done / blocks steps are complete
+      s = std::max(s + 1, done.load(std::memory_order_acquire) / blocks);
+    }
+  }
+};
+
+// Blocks per direction and step: one (a team of one multiplies every gate at
+// once), else about two per member for stealing, in whole runs of `align`
+// units (four runs for 1-2 rows: the small-batch kernel's four panels).
+std::size_t blocks_per_dir(std::size_t hidden, std::size_t align, std::size_t batch, std::size_t dirs,
+                           std::size_t max_members) {
+  if (max_members <= 1) return 1;
+  const std::size_t unit = align * (batch <= gemm::kWideMaxRows ? gemm::kWidePanels : 1);
+  const std::size_t runs = std::max<std::size_t>(1, (hidden + unit - 1) / unit);
+  return std::min(runs, std::max<std::size_t>(1, (2 * max_members + dirs - 1) / dirs));
+}
+
+// Runs every direction's time loop (steps `steps`: the forward's, or the
+// backward's plus the initial-state step) on a team of up to max_members.
 template <class Direction, class T>
-void run_team(const std::vector<std::unique_ptr<Direction>>& dirs, std::size_t max_members,
+void run_team(const std::vector<std::unique_ptr<Direction>>& dirs, std::size_t steps, std::size_t max_members,
               const MemberScratch<T>& scratch) {
   const std::size_t D = dirs.size();
-  SpinBarrier barriers[2];
+  const std::size_t H = dirs[0]->H;
+  const std::size_t per_dir = blocks_per_dir(H, dirs[0]->align(), dirs[0]->N, D, max_members);
+  StepSchedule schedule(steps, D, per_dir);
   parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
-    const Role r = role_of(D, rank, size);
-    if (D == 2 && size == 1) {
-      for (std::size_t d = 0; d < 2; ++d) dirs[d]->run(0, 1, barriers[d], scratch.of(d));
-      return;
-    }
-    dirs[r.dir]->run(r.rank, r.size, barriers[r.dir], scratch.of(rank));
+    std::size_t packed[2] = {steps, steps};  // the step whose operand this member's scratch holds, per direction
+    schedule.run(rank, size, [&](std::size_t s, std::size_t d, std::size_t b) {
+      T* own = scratch.of(rank * D + d);
+      if (packed[d] != s) {
+        dirs[d]->pack(s, own);
+        packed[d] = s;
+      }
+      const auto [u0, u1] = units_of(H, dirs[d]->align(), b, per_dir);
+      if (u1 > u0) dirs[d]->block(s, u0, u1, own);
+    });
   });
 }
 
@@ -222,85 +304,80 @@ struct ForwardDirection {
   std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
 
 
-  // One member's share of the whole time loop.
-  void run(std::size_t rank, std::size_t size, SpinBarrier& barrier, T* scratch) {
-    const auto [u0, u1] = units_of(H, align(), rank, size);
-    const std::size_t U = u1 - u0;
-    const std::size_t NH = N * H;
-    // the state fed into the first step
+  // The states fed into the first step.
+  void start() const {
     for (std::size_t n = 0; n < N; ++n) {
-      std::copy(dd.h0 + n * H + u0, dd.h0 + n * H + u1, dd.hprev + row(time_of(0), n) * H + u0);
-      if (a.mode == Mode::lstm) {
-        std::copy(dd.c0 + n * H + u0, dd.c0 + n * H + u1, dd.cprev + row(time_of(0), n) * H + u0);
+      std::copy(dd.h0 + n * H, dd.h0 + (n + 1) * H, dd.hprev + row(time_of(0), n) * H);
+      if (a.mode == Mode::lstm) std::copy(dd.c0 + n * H, dd.c0 + (n + 1) * H, dd.cprev + row(time_of(0), n) * H);
+    }
+  }
+
+  // Packs the hidden state fed into step s (one packed h for every gate block).
+  void pack(std::size_t s, T* packed) const { any_w().pack_a(N, dd.hprev + row(time_of(s), 0) * H, step(H), packed); }
+
+  // Step s for the hidden units [u0, u1): their columns of every gate, then the fused pass.
+  void block(std::size_t s, std::size_t u0, std::size_t u1, const T* packed) {
+    const std::size_t U = u1 - u0;
+    const std::size_t t = time_of(s);
+    const bool last = s + 1 == a.steps;
+    T* gates = dd.gates + row(t, 0) * G;
+    const T* hp = dd.hprev + row(t, 0) * H;
+    T* h_next = last ? dd.h_last : dd.hprev + row(time_of(s + 1), 0) * H;
+    const std::size_t ld_next = last ? H : step(H);
+    T* out = a.out + row(t, 0) * ldo + col;
+    if (w_all && u0 == 0 && u1 == H) {
+      if (a.mode == Mode::gru) {
+        w_all->multiply_packed(N, packed, 0, G, gh, G, T(1), T(0), dd.b_hh);
+      } else {
+        w_all->multiply_packed(N, packed, 0, G, gates, step(G), T(1), T(1), nullptr);
+      }
+    } else if (a.mode == Mode::gru) {
+      for (std::size_t g = 0; g < 3; ++g) {
+        w[g]->multiply_packed(N, packed, u0, u1, gh + g * H, G, T(1), T(0),
+                              dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr);
+      }
+    } else {
+      for (std::size_t g = 0; g < G / H; ++g) {
+        w[g]->multiply_packed(N, packed, u0, u1, gates + g * H, step(G), T(1), T(1), nullptr);
       }
     }
-    barrier.wait(size);
-    for (std::size_t s = 0; s < a.steps; ++s) {
-      const std::size_t t = time_of(s);
-      const bool last = s + 1 == a.steps;
-      T* gates = dd.gates + row(t, 0) * G;
-      const T* hp = dd.hprev + row(t, 0) * H;
-      T* h_next = last ? dd.h_last : dd.hprev + row(time_of(s + 1), 0) * H;
-      const std::size_t ld_next = last ? H : step(H);
-      T* out = a.out + row(t, 0) * ldo + col;
-      if (U != 0) {
-        any_w().pack_a(N, hp, step(H), scratch);  // one packed h for every gate block
-        if (w_all && u0 == 0 && u1 == H) {
-          if (a.mode == Mode::gru) {
-            w_all->multiply_packed(N, scratch, 0, G, gh, G, T(1), T(0), dd.b_hh);
-          } else {
-            w_all->multiply_packed(N, scratch, 0, G, gates, step(G), T(1), T(1), nullptr);
-          }
-        } else if (a.mode == Mode::gru) {
-          for (std::size_t g = 0; g < 3; ++g) {
-            w[g]->multiply_packed(N, scratch, u0, u1, gh + g * H, G, T(1), T(0),
-                                  dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr);
-          }
-        } else {
-          for (std::size_t g = 0; g < G / H; ++g) {
-            w[g]->multiply_packed(N, scratch, u0, u1, gates + g * H, step(G), T(1), T(1), nullptr);
-          }
+    for (std::size_t n = 0; n < N; ++n) {
+      T* gr = gates + n * step(G);
+      T* ho = out + n * step(ldo);
+      T* hn = h_next + n * ld_next;
+      switch (a.mode) {
+        case Mode::lstm: {
+          T* c_next = last ? dd.c_last + n * H : dd.cprev + row(time_of(s + 1), n) * H;
+          const T* cp = dd.cprev + row(t, n) * H;
+          T* tc = dd.tanh_c + row(t, n) * H;
+          act.sigmoid(U, gr + u0);
+          act.sigmoid(U, gr + H + u0);
+          act.tanh(U, gr + 2 * H + u0);
+          act.sigmoid(U, gr + 3 * H + u0);
+          pw.lstm_state(U, gr + u0, gr + H + u0, gr + 2 * H + u0, cp + u0, c_next + u0);
+          act.tanh(U, c_next + u0, tc + u0);
+          pw.lstm_out(U, gr + 3 * H + u0, tc + u0, ho + u0, hn + u0);
+          break;
         }
-        for (std::size_t n = 0; n < N; ++n) {
-          T* gr = gates + n * step(G);
-          T* ho = out + n * step(ldo);
-          T* hn = h_next + n * ld_next;
-          switch (a.mode) {
-            case Mode::lstm: {
-              T* c_next = last ? dd.c_last + n * H : dd.cprev + row(time_of(s + 1), n) * H;
-              const T* cp = dd.cprev + row(t, n) * H;
-              T* tc = dd.tanh_c + row(t, n) * H;
-              act.sigmoid(U, gr + u0);
-              act.sigmoid(U, gr + H + u0);
-              act.tanh(U, gr + 2 * H + u0);
-              act.sigmoid(U, gr + 3 * H + u0);
-              pw.lstm_state(U, gr + u0, gr + H + u0, gr + 2 * H + u0, cp + u0, c_next + u0);
-              act.tanh(U, c_next + u0, tc + u0);
-              pw.lstm_out(U, gr + 3 * H + u0, tc + u0, ho + u0, hn + u0);
-              break;
-            }
-            case Mode::gru: {
-              const T* ghr = gh + n * G;
-              T* ghn = dd.ghn + row(t, n) * H;
-              pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
-              act.sigmoid(U, gr + u0);
-              act.sigmoid(U, gr + H + u0);
-              pw.gru_n(U, gr + 2 * H + u0, gr + u0, ghr + 2 * H + u0, ghn + u0);
-              act.tanh(U, gr + 2 * H + u0);
-              pw.gru_out(U, gr + 2 * H + u0, gr + H + u0, hp + n * step(H) + u0, ho + u0, hn + u0);
-              break;
-            }
-            case Mode::rnn_tanh:
-              act.tanh(U, gr + u0, hn + u0);
-              std::copy(hn + u0, hn + u1, ho + u0);
-              break;
-            case Mode::rnn_relu:
-              pw.relu_out(U, gr + u0, ho + u0, hn + u0);
-              break;
-          }
+        case Mode::gru: {
+          const T* ghr = gh + n * G;
+          T* ghn = dd.ghn + row(t, n) * H;
+          pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
+          act.sigmoid(U, gr + u0);
+          act.sigmoid(U, gr + H + u0);
+          pw.gru_n(U, gr + 2 * H + u0, gr + u0, ghr + 2 * H + u0, ghn + u0);
+          act.tanh(U, gr + 2 * H + u0);
+          pw.gru_out(U, gr + 2 * H + u0, gr + H + u0, hp + n * step(H) + u0, ho + u0, hn + u0);
+          break;
         }
+        case Mode::rnn_tanh:
+          act.tanh(U, gr + u0, hn + u0);
+          std::copy(hn + u0, hn + u1, ho + u0);
+          break;
+        case Mode::rnn_relu:
+          pw.relu_out(U, gr + u0, ho + u0, hn + u0);
+          break;
       }
-      barrier.wait(size);
     }
   }
 };
@@ -325,9 +402,10 @@ void forward_typed(const LayerArgs<T>& a) {
   for (std::size_t d = 0; d < D; ++d) {
     dirs.push_back(std::make_unique<ForwardDirection<T>>(a, d, max_members));
     dirs[d]->project_input(bias.as<T>());
+    dirs[d]->start();
   }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
-  run_team(dirs, max_members, scratch);
+  run_team(dirs, a.steps, max_members, scratch);
 }
 
 // ------------------------------------------------------------------ backward
@@ -374,42 +452,42 @@ struct BackwardDirection {
   std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
 
 
-  void run(std::size_t rank, std::size_t size, SpinBarrier& barrier, T* scratch) {
-    const auto [u0, u1] = units_of(H, align(), rank, size);
-    for (std::size_t n = 0; n < N; ++n) {
-      for (std::size_t j = u0; j < u1; ++j) {
-        direct[n * H + j] = dd.grad_h_last != nullptr ? dd.grad_h_last[n * H + j] : T(0);
-        if (a.mode == Mode::lstm) dc[n * H + j] = dd.grad_c_last != nullptr ? dd.grad_c_last[n * H + j] : T(0);
-      }
+  // The gradients of the last states.
+  void start() const {
+    for (std::size_t i = 0; i < N * H; ++i) {
+      direct[i] = dd.grad_h_last != nullptr ? dd.grad_h_last[i] : T(0);
+      if (a.mode == Mode::lstm) dc[i] = dd.grad_c_last != nullptr ? dd.grad_c_last[i] : T(0);
     }
-    for (std::size_t s = 0; s < a.steps; ++s) {
-      const std::size_t t = time_of(s);
-      if (u1 > u0) {
-        // dh = grad of this step's output + what flows back from the later step
-        for (std::size_t n = 0; n < N; ++n) {
-          const T* go = a.grad_out != nullptr ? a.grad_out + row(t, n) * ldo + col : nullptr;
-          for (std::size_t j = u0; j < u1; ++j) {
-            dh[n * H + j] = direct[n * H + j] + (go != nullptr ? go[j] : T(0));
-          }
+  }
+
+  // Packs the hidden-side gate gradients of the step before s (none before the first); step
+  // a.steps is the gradient of the initial states.
+  void pack(std::size_t s, T* packed) const {
+    if (s > 0) w->pack_a(N, d_h + row(time_of(s - 1), 0) * G, step(G), packed);
+  }
+
+  // Step s for the hidden units [u0, u1): dh = the output's gradient + what flows back from the
+  // later step, then the gate gradients; step a.steps: the initial states' gradients.
+  void block(std::size_t s, std::size_t u0, std::size_t u1, const T* packed) {
+    if (s == a.steps) {
+      for (std::size_t n = 0; n < N; ++n) {
+        for (std::size_t j = u0; j < u1; ++j) {
+          dd.grad_h0[n * H + j] = direct[n * H + j];  // gru: the z path; others: 0 after a step
+          if (a.mode == Mode::lstm) dd.grad_c0[n * H + j] = dc[n * H + j];
         }
-        if (s > 0) {
-          const T* dprev = d_h + row(time_of(s - 1), 0) * G;
-          w->multiply(N, dprev, step(G), u0, u1, dh, H, T(1), T(1), nullptr, scratch);
-        }
-        pointwise(t, u0, u1);
       }
-      barrier.wait(size);
+      if (s > 0) w->multiply_packed(N, packed, u0, u1, dd.grad_h0, H, T(1), T(1), nullptr);
+      return;
     }
-    // the gradient of the initial states
+    const std::size_t t = time_of(s);
     for (std::size_t n = 0; n < N; ++n) {
+      const T* go = a.grad_out != nullptr ? a.grad_out + row(t, n) * ldo + col : nullptr;
       for (std::size_t j = u0; j < u1; ++j) {
-        dd.grad_h0[n * H + j] = direct[n * H + j];  // gru: the z path; others: 0 after a step
-        if (a.mode == Mode::lstm) dd.grad_c0[n * H + j] = dc[n * H + j];
+        dh[n * H + j] = direct[n * H + j] + (go != nullptr ? go[j] : T(0));
       }
     }
-    if (a.steps > 0 && u1 > u0) {
-      w->multiply(N, d_h + row(time_of(a.steps - 1), 0) * G, step(G), u0, u1, dd.grad_h0, H, T(1), T(1), nullptr, scratch);
-    }
+    if (s > 0) w->multiply_packed(N, packed, u0, u1, dh, H, T(1), T(1), nullptr);
+    pointwise(t, u0, u1);
   }
 
   // Gate gradients of step t for units [u0, u1) from dh; updates dc / direct.
@@ -472,9 +550,12 @@ void backward_typed(const LayerArgs<T>& a) {
   const std::size_t threads = serial ? 1 : static_cast<std::size_t>(get_num_threads());
   const std::size_t max_members = team_members(a, threads);
   std::vector<std::unique_ptr<BackwardDirection<T>>> dirs;
-  for (std::size_t d = 0; d < D; ++d) dirs.push_back(std::make_unique<BackwardDirection<T>>(a, d));
+  for (std::size_t d = 0; d < D; ++d) {
+    dirs.push_back(std::make_unique<BackwardDirection<T>>(a, d));
+    dirs[d]->start();
+  }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
-  run_team(dirs, max_members, scratch);
+  run_team(dirs, a.steps + 1, max_members, scratch);
   // after the loop: weights, biases and the layer input, over all steps at once
   for (std::size_t d = 0; d < D; ++d) {
     const DirectionData<T>& dd = a.dirs[d];
