@@ -415,7 +415,6 @@ struct BackwardDirection {
   const LayerArgs<T>& a;
   const DirectionData<T>& dd;
   std::size_t G, H, N, ldo, col;
-  ScratchBuffer wt_buf;     // W_hh^T (H, G), rows contiguous: the small-batch dot kernel reads it
   std::unique_ptr<PreparedB<T>> w;  // B = W_hh (k = G, n = H)
   ScratchBuffer state_buf;  // dh, dc, direct: (N, H) each
   T *dh, *dc, *direct;
@@ -428,13 +427,8 @@ struct BackwardDirection {
     G = H * gate_count(a.mode);
     ldo = H * a.dirs.size();
     col = d * H;
-    wt_buf = acquire_scratch(std::max<std::size_t>(1, G * H) * sizeof(T));
-    T* wt = wt_buf.as<T>();
-    for (std::size_t g = 0; g < G; ++g) {
-      for (std::size_t j = 0; j < H; ++j) wt[j * G + g] = dd.w_hh[g * H + j];
-    }
-    // B(p, j) = W_hh[p, j] = wt[j * G + p]
-    w = std::make_unique<PreparedB<T>>(MatrixRef<T>{wt, 1, std::ptrdiff_t(G)}, G, H, N, active_isa());
+    // B(p, j) = W_hh[p, j], packed straight from the weights (rows of B contiguous)
+    w = std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh, std::ptrdiff_t(H), 1}, G, H, N, active_isa());
     state_buf = acquire_scratch(std::max<std::size_t>(1, 3 * N * H) * sizeof(T));
     dh = state_buf.as<T>();
     dc = dh + N * H;
@@ -452,11 +446,30 @@ struct BackwardDirection {
   std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
 
 
-  // The gradients of the last states.
+  // The gradients of the last states; the bias gradients start at zero.
   void start() const {
     for (std::size_t i = 0; i < N * H; ++i) {
       direct[i] = dd.grad_h_last != nullptr ? dd.grad_h_last[i] : T(0);
       if (a.mode == Mode::lstm) dc[i] = dd.grad_c_last != nullptr ? dd.grad_c_last[i] : T(0);
+    }
+    if (dd.grad_b_ih != nullptr) std::fill(dd.grad_b_ih, dd.grad_b_ih + G, T(0));
+    if (hh_bias_summed()) std::fill(dd.grad_b_hh, dd.grad_b_hh + G, T(0));
+  }
+
+  // Whether grad_b_hh is summed from its own gate gradients (GRU), not copied from grad_b_ih.
+  bool hh_bias_summed() const { return dd.grad_b_hh != nullptr && (d_h != dd.d_gates || dd.grad_b_ih == nullptr); }
+
+  // acc[g*H + j] += the gate gradients src of step t, every gate g, units j in [u0, u1), rows in
+  // order: the bias gradients, summed while the step's gradients are in cache (each column in
+  // the backward's step order, whichever member computes it).
+  void sum_bias(T* acc, const T* src, std::size_t t, std::size_t u0, std::size_t u1) const {
+    for (std::size_t n = 0; n < N; ++n) {
+      const T* r = src + row(t, n) * G;
+      for (std::size_t g = 0; g < G; g += H) {
+        T* __restrict out = acc + g;
+        const T* __restrict in = r + g;
+        for (std::size_t j = u0; j < u1; ++j) out[j] += in[j];
+      }
     }
   }
 
@@ -488,6 +501,8 @@ struct BackwardDirection {
     }
     if (s > 0) w->multiply_packed(N, packed, u0, u1, dh, H, T(1), T(1), nullptr);
     pointwise(t, u0, u1);
+    if (dd.grad_b_ih != nullptr) sum_bias(dd.grad_b_ih, dd.d_gates, t, u0, u1);
+    if (hh_bias_summed()) sum_bias(dd.grad_b_hh, d_h, t, u0, u1);
   }
 
   // Gate gradients of step t for units [u0, u1) from dh; updates dc / direct.
@@ -556,19 +571,14 @@ void backward_typed(const LayerArgs<T>& a) {
   }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
   run_team(dirs, a.steps + 1, max_members, scratch);
-  // after the loop: weights, biases and the layer input, over all steps at once
+  // after the loop: weights and the layer input, over all steps at once
   for (std::size_t d = 0; d < D; ++d) {
     const DirectionData<T>& dd = a.dirs[d];
     const T* d_h = dd.d_gates_h != nullptr ? dd.d_gates_h : dd.d_gates;
     weight_grad(M, G, a.input, dd.d_gates, a.x, dd.grad_w_ih);
     weight_grad(M, G, H, d_h, dd.hprev, dd.grad_w_hh);
-    if (dd.grad_b_ih != nullptr) gemm::column_sums(M, G, dd.d_gates, dd.grad_b_ih);
-    if (dd.grad_b_hh != nullptr) {
-      if (d_h == dd.d_gates && dd.grad_b_ih != nullptr) {
-        std::copy(dd.grad_b_ih, dd.grad_b_ih + G, dd.grad_b_hh);
-      } else {
-        gemm::column_sums(M, G, d_h, dd.grad_b_hh);
-      }
+    if (dd.grad_b_hh != nullptr && !dirs[d]->hh_bias_summed()) {
+      std::copy(dd.grad_b_ih, dd.grad_b_ih + G, dd.grad_b_hh);  // the same gate gradients
     }
     if (a.grad_x != nullptr) {
       GemmArgs<T> g;  // grad_x (M, I) (+)= d_gates (M, G) W_ih (G, I)
