@@ -155,14 +155,16 @@ void spin_until(Ready ready) {
 // into the same `per_dir` runs of hidden units (whole register-tile columns),
 // and every block of a step needs every block of the step before (its
 // multiply reads the whole hidden state, or the whole gate gradient, of that
-// step). Members claim blocks, their own share of each step first -- the same
-// blocks every step, so their weights stay in their core's cache -- then any
-// block of the step still unclaimed, from the far end of the next member's
-// share. So a member that the OS or the hypervisor holds back (a shared or
-// idle-then-woken vCPU) delays a step only by a block it already holds, not
-// by its whole share as with a barrier. Which member computes a block does
-// not change its bits (every element is one FMA chain whatever the column
-// range; the elementwise passes have no reductions).
+// step). Each member reserves its own share of a step at once -- the same
+// blocks every step, so their weights stay in its core's cache -- computes
+// it, then takes any block of the step still unclaimed, from the far end of
+// the next member's share. So a member that the OS or the hypervisor holds
+// back between two steps (a shared vCPU, or one slow to wake after idling)
+// does not hold the step up: the others compute its share; only a member
+// held back in the middle of its share still delays the step, as with a
+// barrier. Which member computes a block does not change its bits (every
+// element is one FMA chain whatever the column range; the elementwise passes
+// have no reductions).
 struct StepSchedule {
   std::size_t steps, dirs, per_dir, blocks;
   std::unique_ptr<std::atomic<std::size_t>[]> claimed;  // per block: the next step it may be claimed for
@@ -178,36 +180,50 @@ struct StepSchedule {
   template <class Work>
   void run(std::size_t rank, std::size_t size, Work&& work) {
     const auto [own0, own1] = chunk_range(blocks, size, rank);
+    std::vector<char> won(own1 - own0);
     for (std::size_t s = 0; s < steps;) {
       const std::size_t need = s * blocks;
       if (done.load(std::memory_order_acquire) < need) {
         spin_until([&] { return done.load(std::memory_order_acquire) >= need; });
       }
-      for (std::size_t i = 0; i < blocks; ++i) {
-        // own blocks in order, then the others backwards from just before own0
-        const std::size_t b = i < own1 - own0 ? own0 + i : (own0 + blocks - (i - (own1 - own0) + 1)) % blocks;
-        std::size_t expected = s;
-        if (claimed[b].load(std::memory_order_relaxed) == s &&
-            claimed[b].compare_exchange_strong(expected, s + 1, std::memory_order_acq_rel)) {
-          work(s, b / per_dir, b % per_dir);
-          done.fetch_add(1, std::memory_order_acq_rel);
-        }
+      // reserve the own share at once (another member takes a block of it only while this one is
+      // away), compute it, then any block still unclaimed, backwards from just before own0
+      for (std::size_t b = own0; b < own1; ++b) won[b - own0] = claim(b, s);
+      for (std::size_t b = own0; b < own1; ++b) {
+        if (won[b - own0]) finish(s, b, work);
+      }
+      for (std::size_t i = 1; i <= blocks - (own1 - own0); ++i) {
+        const std::size_t b = (own0 + blocks - i) % blocks;
+        if (claim(b, s)) finish(s, b, work);
       }
       // the next step, or later ones when this member was held back: done / blocks steps are complete
       s = std::max(s + 1, done.load(std::memory_order_acquire) / blocks);
     }
   }
+
+ private:
+  bool claim(std::size_t b, std::size_t s) {
+    std::size_t expected = s;
+    return claimed[b].load(std::memory_order_relaxed) == s &&
+           claimed[b].compare_exchange_strong(expected, s + 1, std::memory_order_acq_rel);
+  }
+  template <class Work>
+  void finish(std::size_t s, std::size_t b, Work& work) {
+    work(s, b / per_dir, b % per_dir);
+    done.fetch_add(1, std::memory_order_acq_rel);
+  }
 };
 
 // Blocks per direction and step: one (a team of one multiplies every gate at
-// once), else about two per member for stealing, in whole runs of `align`
-// units (four runs for 1-2 rows: the small-batch kernel's four panels).
+// once), else one per member (its share; with two directions on two threads,
+// one direction each), in whole runs of `align` units (four runs for 1-2
+// rows: the small-batch kernel's four panels).
 std::size_t blocks_per_dir(std::size_t hidden, std::size_t align, std::size_t batch, std::size_t dirs,
                            std::size_t max_members) {
   if (max_members <= 1) return 1;
   const std::size_t unit = align * (batch <= gemm::kWideMaxRows ? gemm::kWidePanels : 1);
   const std::size_t runs = std::max<std::size_t>(1, (hidden + unit - 1) / unit);
-  return std::min(runs, std::max<std::size_t>(1, (2 * max_members + dirs - 1) / dirs));
+  return std::min(runs, std::max<std::size_t>(1, (max_members + dirs - 1) / dirs));
 }
 
 // Runs every direction's time loop (steps `steps`: the forward's, or the
