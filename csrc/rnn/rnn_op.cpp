@@ -23,8 +23,8 @@ using gemm::MatrixRef;
 using gemm::PreparedB;
 using gemm::row_major;
 
-// Below this many FLOPs per time step, a direction runs on one thread: the
-// barrier at every step would cost more than the split saves.
+// Below this many FLOPs per time step, a direction runs on one thread: waiting
+// for the other members' blocks at every step would cost more than the split saves.
 constexpr double kMinSplitStepFlops = double(1 << 18);
 
 // ------------------------------------------------------------------ activations over spans
@@ -85,19 +85,6 @@ PointwiseFns<double> pointwise_fns<double>() {
 
 // ------------------------------------------------------------------ the team
 
-// Which direction a team member works on, and its place in that direction's group.
-struct Role {
-  std::size_t dir, rank, size;
-};
-
-Role role_of(std::size_t dirs, std::size_t rank, std::size_t size) {
-  if (dirs == 2 && size >= 2) {
-    const std::size_t d = rank % 2;
-    return {d, rank / 2, (size - d + 1) / 2};
-  }
-  return {0, rank, size};  // with one member and two directions, the caller loops over both
-}
-
 // A whole layer below this many FLOPs runs on the calling thread alone, input
 // projection and weight gradients included: waking a sleeping worker costs
 // more (measured ~80 us on this VM for the batch-1 LSTM row) than it saves.
@@ -119,7 +106,7 @@ std::size_t team_members(const LayerArgs<T>& a, std::size_t threads) {
   return step_flops >= kMinSplitStepFlops ? threads : 1;
 }
 
-// The hidden units [u0, u1) of member `rank` of `size`, in whole runs of `align`.
+// The hidden units [u0, u1) of block `rank` of `size`, in whole runs of `align`.
 std::pair<std::size_t, std::size_t> units_of(std::size_t hidden, std::size_t align, std::size_t rank,
                                              std::size_t size) {
   const std::size_t blocks = (hidden + align - 1) / align;
