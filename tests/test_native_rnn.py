@@ -193,3 +193,38 @@ def test_concurrent_calls_match_serial():
         t.join(timeout=120)
     assert not errors, errors
     assert all(r is True for r in results), results
+
+
+class _Params(list):
+    """A list subclass: the sequence ops validate it on their general path, not the plain-list fast path."""
+
+
+class _Array(np.ndarray):
+    """An ndarray subclass: likewise validated on the general path."""
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+def test_fast_and_general_argument_paths_agree(mode):
+    """functional._seq_args checks plain host arrays without building messages; any other argument (a list
+    subclass, a float dropout given as a NumPy scalar, a state given as an ndarray subclass) takes the general
+    checks.
+    Both give the same bits, and a wrong shape is reported the same way on both."""
+    rng = np.random.default_rng(12)
+    x, hx, params = _problem(rng, mode, 5, 4, 6, 16, 2, True, np.float32)
+    fn = getattr(nk, mode)
+    kw = dict(num_layers=2, bidirectional=True)
+    fast = fn(x, hx, params, backend="cpu", **kw)
+    general_hx = (hx[0], hx[1].view(_Array)) if mode == "lstm" else hx.view(_Array)
+    for args in ((x, hx, _Params(params), kw), (x, general_hx, params, kw),
+                 (x, hx, params, dict(kw, dropout=np.float32(0.0)))):
+        general = fn(args[0], args[1], args[2], backend="cpu", **args[3])
+        a = [general[0]] + (list(general[1]) if mode == "lstm" else [general[1]])
+        b = [fast[0]] + (list(fast[1]) if mode == "lstm" else [fast[1]])
+        for u, v in zip(a, b):
+            assert u.tobytes() == v.tobytes()
+    bad = list(params)
+    bad[5] = bad[5][:, :-1]  # weight_hh_l0_reverse
+    with pytest.raises(ValueError, match=r"params\[5\] \(weight_hh_l0_reverse\) must have shape"):
+        fn(x, hx, bad, **kw)
+    with pytest.raises(ValueError, match=r"params\[5\] \(weight_hh_l0_reverse\) must have shape"):
+        fn(x, hx, _Params(bad), **kw)

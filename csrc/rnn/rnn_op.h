@@ -13,17 +13,19 @@
 // then per step one multiply by the recurrent weights -- packed once per
 // call (gemm::PreparedB) -- and one fused pass over the step's gates that
 // applies the nonlinearities, updates the states and stores what the
-// backward needs. Work split: one direction per team member group (two
-// directions run at once on two threads); within a direction, the hidden
-// units are split over the group's members in whole register-tile columns,
-// each member computing every gate of its units, so the fused pass needs no
-// other member's data; a spin barrier ends each step.
+// backward needs. Work split: each step of each direction is cut into blocks
+// of hidden units in whole register-tile columns, a block computing every
+// gate of its units, so the fused pass needs no other block's data; team
+// members claim blocks (their own share of every step first -- with two
+// directions on two threads, one direction each -- then any block still
+// unclaimed), and a step starts once every block of the step before is done.
 //
-// Backward, per direction, in reverse processing order: each member computes
-// the gradient of its units' hidden state (grad of the output + the gate
+// Backward, per direction, in reverse processing order, in the same blocks:
+// the gradient of the block's hidden units (grad of the output + the gate
 // gradients of the later step times W_hh, columns of its units), then the
-// fused gate-gradient pass for its units; after the loop, the weight and
-// bias gradients are GEMMs / column sums over all steps at once, and the
+// fused gate-gradient pass for its units, then its columns of the bias
+// gradients summed (while the step's gate gradients are in cache); after the
+// loop, the weight gradients are GEMMs over all steps at once, and the
 // gradient of the layer input is one GEMM per direction.
 //
 // Determinism: every element is computed by the same sequence of operations

@@ -205,9 +205,86 @@ def lstm_cell_backward(grad_h: Any, grad_c: Any, workspace: Workspace) -> LSTMCe
 
 # ------------------------------------------------------------------------------------------ sequences
 
-def _seq_forward(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: Any, bidirectional: bool,
-                 batch_first: bool, dropout: Any, training: bool, has_biases: bool, seed: Any,
-                 backend: Optional[str]):
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _seq_args_fast(mode: str, x: Any, hx: Any, params: Any, num_layers: Any, bidirectional: bool, dropout: Any,
+                   has_biases: bool):
+    """:func:`_seq_args` for the common call, checked without building a message: host NumPy arrays (not
+    subclasses) of one float dtype, a batched input, every shape right, plain ``int`` / ``float`` options.
+
+    Returns what :func:`_seq_args` would return for the same call, or None for anything else (then
+    :func:`_seq_args` checks the call again and raises its errors). A latency-bound sequence (T=50, N=1,
+    hidden 64) runs ~50 us natively; the general checks cost ~17 us of Python on top.
+    """
+    if type(x) is not np.ndarray or x.ndim != 3 or type(num_layers) is not int or not 1 <= num_layers <= c.MAX_OPTION:
+        return None
+    if type(dropout) is not float and type(dropout) is not int:
+        return None
+    p = float(dropout)
+    if not 0.0 <= p <= 1.0 or (type(params) is not list and type(params) is not tuple):
+        return None
+    dt = x.dtype
+    if (dt != _F32 and dt != _F64) or x.size > c.MAX_ELEMENTS:
+        return None
+    dirs = 2 if bidirectional else 1
+    per = 4 if has_biases else 2
+    if len(params) != num_layers * dirs * per:
+        return None
+    for w in params:
+        if type(w) is not np.ndarray or w.dtype != dt or w.size > c.MAX_ELEMENTS:
+            return None
+    if mode == "lstm":
+        if hx is None:
+            h0 = c0 = None
+        elif (type(hx) is tuple or type(hx) is list) and len(hx) == 2:
+            h0, c0 = hx
+        else:
+            return None
+    else:
+        h0, c0 = hx, None
+    w_hh0 = params[1]
+    if w_hh0.ndim != 2:
+        return None
+    hidden = int(w_hh0.shape[1])
+    g = _GATES[mode] * hidden
+    in_size = int(x.shape[2])
+    for layer in range(num_layers):
+        wih_shape = (g, in_size if layer == 0 else dirs * hidden)
+        for d in range(dirs):
+            base = (layer * dirs + d) * per
+            if params[base].shape != wih_shape or params[base + 1].shape != (g, hidden):
+                return None
+            if has_biases and (params[base + 2].shape != (g,) or params[base + 3].shape != (g,)):
+                return None
+    return h0, c0, hidden, list(params)
+
+
+def _seq_args(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: Any, bidirectional: bool,
+              batch_first: bool, dropout: Any, has_biases: bool):
+    """Validate a sequence call; return ``(x, h0, c0, params, num_layers, dropout, unbatched, on_device)``:
+    ``x`` 3-D, the states (num_layers * dirs, N, hidden) arrays (zeros for None; c0 None unless LSTM).
+
+    The common call (:func:`_seq_args_fast`) is checked without building messages; this function is the
+    one definition of what is accepted and of every error message."""
+    fast = _seq_args_fast(mode, x, hx, params, num_layers, bidirectional, dropout, has_biases)
+    if fast is not None:
+        h0, c0, hidden, ps = fast
+        n, t_len = (int(x.shape[0]), int(x.shape[1])) if batch_first else (int(x.shape[1]), int(x.shape[0]))
+        if t_len >= 1:
+            state_shape = (num_layers * (2 if bidirectional else 1), n, hidden)
+            states = []
+            for s in ((h0, c0) if mode == "lstm" else (h0,)):
+                if s is None:
+                    states.append(np.zeros(state_shape, dtype=x.dtype))
+                elif (type(s) is np.ndarray and s.dtype == x.dtype and s.shape == state_shape
+                      and s.size <= c.MAX_ELEMENTS):
+                    states.append(s)
+                else:
+                    break
+            else:
+                return (x, states[0], states[1] if mode == "lstm" else None, ps, num_layers, float(dropout),
+                        False, False)
     gates = _GATES[mode]
     layers = c.int_arg(op, "num_layers", num_layers, minimum=1)
     dirs = 2 if bidirectional else 1
@@ -266,12 +343,19 @@ def _seq_forward(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: A
                 s = s[:, None]
             c.shape(op, name, s, state_shape)
         states.append(s)
+    return x, states[0], states[1] if is_lstm else None, ps, layers, p, unbatched, on_device
+
+
+def _seq_forward(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: Any, bidirectional: bool,
+                 batch_first: bool, dropout: Any, training: bool, has_biases: bool, seed: Any,
+                 backend: Optional[str]):
+    x, h0, c0, ps, layers, p, unbatched, on_device = _seq_args(
+        op, mode, x, hx, params, num_layers, bidirectional, batch_first, dropout, has_biases)
     use_dropout = bool(training) and p > 0 and layers > 1
     seed = seed_arg(op, seed) if use_dropout else 0
     name, be = c.dispatch_named(op, backend, on_device)
-    out, h_n, c_n, ws = be.rnn_seq(mode, x, states[0], states[1] if is_lstm else None, ps, layers,
-                                   bool(bidirectional), bool(batch_first), p if use_dropout else 0.0,
-                                   bool(training), bool(has_biases), seed)
+    out, h_n, c_n, ws = be.rnn_seq(mode, x, h0, c0, ps, layers, bool(bidirectional), bool(batch_first),
+                                   p if use_dropout else 0.0, bool(training), bool(has_biases), seed)
     if unbatched:
         out = out[:, 0] if not batch_first else out[0]
         h_n = h_n[:, 0]
