@@ -250,3 +250,27 @@ def test_conv_algorithm_environment_variable(value, ok):
         assert r.returncode == 0 and r.stdout.strip() == value, r.stderr
     else:
         assert r.returncode != 0 and "NNKERN_CONV_ALGORITHM" in r.stderr
+
+
+# ---- linear: W^T packed once as the GEMM's B operand (batches above the dot-product rows)
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("m,k,n", [(5, 7, 3), (33, 70, 45), (64, 400, 120), (130, 33, 200)])
+def test_linear_cached_weight_bits_and_in_place_changes(isa, m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    before = _cpu.weight_cache_info()
+    outs = [nnkern.linear(x, w, b) for _ in range(4)]
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+    assert _cpu.weight_cache_info()["hits"] - before["hits"] == 2
+    expected = x.astype(np.float64) @ w.astype(np.float64).T + b
+    assert np.linalg.norm(outs[0] - expected) / np.linalg.norm(expected) <= 1e-5
+    w[n // 2] *= np.float32(-3.0)  # as an optimizer step would change it, in place
+    changed = nnkern.linear(x, w, b)
+    expected = x.astype(np.float64) @ w.astype(np.float64).T + b
+    assert np.linalg.norm(changed - expected) / np.linalg.norm(expected) <= 1e-5
+    nnkern.empty_cache()
+    assert np.array_equal(nnkern.linear(x, w, b), changed)

@@ -161,12 +161,14 @@ void run_kernels(const GemmKernel<T>& uk, std::size_t mb, const T* apack, std::s
 }
 
 // The rows [i0, i1) x columns [j0, j1) of C, on the calling thread.
+// prepacked: all of B already packed (PreparedB's layout: slice pc at
+// pc * n_pad, panel p of it at + p * nr * kb), or null to pack per block.
 template <class T>
 void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& bl, std::size_t i0, std::size_t i1,
-                std::size_t j0, std::size_t j1) {
+                std::size_t j0, std::size_t j1, const T* prepacked = nullptr, std::size_t n_pad = 0) {
   const std::size_t kc_max = bl.kc;
   const std::size_t a_elems = std::min(bl.mc, round_up(i1 - i0, uk.mr)) * kc_max;
-  const std::size_t b_elems = std::min(bl.nc, round_up(j1 - j0, uk.nr)) * kc_max;
+  const std::size_t b_elems = prepacked != nullptr ? 0 : std::min(bl.nc, round_up(j1 - j0, uk.nr)) * kc_max;
   // B first: the kernels load B panels with aligned loads (scratch is 64-byte
   // aligned, and a panel row is NR elements, a multiple of 64 bytes).
   ScratchBuffer scratch = acquire_scratch((b_elems + a_elems) * sizeof(T));
@@ -180,10 +182,15 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
     // k == 0 still takes one (empty) slice: C = beta*C + bias.
     for (std::size_t pc = 0; pc == 0 || pc < g.k; pc += kc_max) {
       const std::size_t kb = std::min(kc_max, g.k - pc);
-      pack_panels(nb, kb,
-                  b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
-                      static_cast<std::ptrdiff_t>(jc) * b.col_stride,
-                  b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, bpack);
+      const T* bblock = bpack;
+      if (prepacked != nullptr) {
+        bblock = prepacked + pc * n_pad + jc * kb;
+      } else {
+        pack_panels(nb, kb,
+                    b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
+                        static_cast<std::ptrdiff_t>(jc) * b.col_stride,
+                    b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, bpack);
+      }
       // Later slices accumulate into what the first one wrote.
       const T beta = pc == 0 ? g.beta : T(1);
       const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
@@ -193,7 +200,7 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
                     a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
                         static_cast<std::ptrdiff_t>(pc) * a.col_stride,
                     a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
-        run_kernels(uk, mb, apack, nb, bpack, kb, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta, bias);
+        run_kernels(uk, mb, apack, nb, bblock, kb, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta, bias);
       }
     }
   }
@@ -217,8 +224,9 @@ void gemm_dot(const GemmArgs<T>& g, GemmDotFn<T> dot) {
   });
 }
 
+// prepacked / n_pad: B packed once (PreparedB), or null.
 template <class T>
-void gemm_typed(const GemmArgs<T>& g, Isa isa) {
+void gemm_typed(const GemmArgs<T>& g, Isa isa, const T* prepacked = nullptr, std::size_t n_pad = 0) {
   if (g.m == 0 || g.n == 0) return;
   const GemmKernel<T> uk = kernel_for(isa, T());
   if (uk.dot != nullptr && g.m <= kDotMaxM && g.a.col_stride == 1 && g.b.row_stride == 1 && g.a.row_stride >= 0 &&
@@ -229,10 +237,12 @@ void gemm_typed(const GemmArgs<T>& g, Isa isa) {
   const Blocking bl = blocking_for(uk, g.k);
   // Split the larger tile dimension into contiguous runs of whole tiles; the
   // other operand is packed by every task (the price of tasks that need no
-  // synchronisation).
+  // synchronisation). A prepacked B is shared: split the rows when there are
+  // enough for every thread.
   const std::size_t m_tiles = (g.m + uk.mr - 1) / uk.mr;
   const std::size_t n_tiles = (g.n + uk.nr - 1) / uk.nr;
-  const bool split_n = n_tiles >= m_tiles;
+  const bool split_n = prepacked != nullptr ? m_tiles < static_cast<std::size_t>(get_num_threads()) && n_tiles > m_tiles
+                                            : n_tiles >= m_tiles;
   const std::size_t tiles = split_n ? n_tiles : m_tiles;
   const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
                        static_cast<double>(std::max<std::size_t>(g.k, 1));
@@ -241,19 +251,28 @@ void gemm_typed(const GemmArgs<T>& g, Isa isa) {
     const std::size_t t0 = chunk_range(tiles, tasks, first).first;
     const std::size_t t1 = chunk_range(tiles, tasks, last - 1).second;
     if (split_n) {
-      gemm_block(g, uk, bl, 0, g.m, t0 * uk.nr, std::min(g.n, t1 * uk.nr));
+      gemm_block(g, uk, bl, 0, g.m, t0 * uk.nr, std::min(g.n, t1 * uk.nr), prepacked, n_pad);
     } else {
-      gemm_block(g, uk, bl, t0 * uk.mr, std::min(g.m, t1 * uk.mr), 0, g.n);
+      gemm_block(g, uk, bl, t0 * uk.mr, std::min(g.m, t1 * uk.mr), 0, g.n, prepacked, n_pad);
     }
   });
 }
 
 }  // namespace
 
+std::size_t dot_rows(float) { return kernel_for(active_isa(), float()).dot != nullptr ? kDotMaxM : 0; }
+std::size_t dot_rows(double) { return kernel_for(active_isa(), double()).dot != nullptr ? kDotMaxM : 0; }
+
 void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<float>& args) { gemm_typed(args, active_isa()); }
 void gemm(const GemmArgs<double>& args) { gemm_typed(args, active_isa()); }
+void gemm(const GemmArgs<float>& args, const PreparedB<float>& b) {
+  gemm_typed(args, b.isa(), b.panels(), b.padded_columns());
+}
+void gemm(const GemmArgs<double>& args, const PreparedB<double>& b) {
+  gemm_typed(args, b.isa(), b.panels(), b.padded_columns());
+}
 
 template <class T>
 PreparedB<T>::PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa)

@@ -63,6 +63,21 @@ void gemm(const GemmArgs<double>& args);
 void gemm(const GemmArgs<float>& args, Isa isa);
 void gemm(const GemmArgs<double>& args, Isa isa);
 
+template <class T>
+class PreparedB;
+
+// Rows up to which gemm() computes A * W^T (A's rows and W's rows
+// contiguous) as dot products without packing, with the kernel family in use
+// (AVX-512 float32: 4); 0 when it never does.
+std::size_t dot_rows(float);
+std::size_t dot_rows(double);
+
+// gemm() with B packed once (a cached weight): args.b is not read; args.k and
+// args.n must be those b was prepared with. The same bits as gemm() with that
+// B and the same kernel family.
+void gemm(const GemmArgs<float>& args, const PreparedB<float>& b);
+void gemm(const GemmArgs<double>& args, const PreparedB<double>& b);
+
 // out[j] = sum over the rows i of g(i, j), g (m, n) row-major: each column
 // summed over rows in order (bias gradients), columns split over threads in
 // runs of whole cache lines: the same bits for every thread count.
@@ -91,6 +106,10 @@ class PreparedB {
   PreparedB& operator=(const PreparedB&) = delete;
 
   std::size_t column_align() const { return nr_; }
+  std::size_t bytes() const { return packed_.capacity(); }
+  Isa isa() const { return isa_; }
+  const T* panels() const { return packed_.as<T>(); }
+  std::size_t padded_columns() const { return (n_ + nr_ - 1) / nr_ * nr_; }
   // Elements of a packed A of up to max_m rows (the scratch of multiply).
   std::size_t scratch_elements() const { return scratch_; }
   void pack_a(std::size_t m, const T* a, std::size_t lda, T* packed_a) const;
