@@ -69,7 +69,7 @@ void max_cell(const T* x, const Dims& d, const Pool2dParams& p, int64_t oy, int6
     }
   }
   *out = best;
-  *idx = where;
+  if (idx != nullptr) *idx = where;
 }
 
 template <class T>
@@ -88,7 +88,7 @@ void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t
   std::vector<std::int32_t> base(rows.size());
   for (int64_t oy = 0; oy < d.oh; ++oy) {
     T* orow = out + oy * d.ow;
-    int64_t* irow = idx + oy * d.ow;
+    int64_t* irow = idx == nullptr ? nullptr : idx + oy * d.ow;
     int64_t lo = 0, hi = 0;
     if constexpr (std::is_same_v<T, float>) {
       if (rows_fast) {
@@ -104,12 +104,12 @@ void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t
           lo = cols.first;
           hi = cols.second;
           row_kernel(nrows, rows.data(), base.data(), p.kw, p.sw, p.dw, hi - lo, lo * p.sw - p.pw, orow + lo,
-                     irow + lo);
+                     irow == nullptr ? nullptr : irow + lo);
         }
       }
     }
-    for (int64_t ox = 0; ox < lo; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow + ox);
-    for (int64_t ox = hi; ox < d.ow; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow + ox);
+    for (int64_t ox = 0; ox < lo; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
+    for (int64_t ox = hi; ox < d.ow; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
   }
 }
 
@@ -122,7 +122,7 @@ void max_pool_typed(const ArrayView& xv, const Pool2dParams& p, const ArrayView&
   if (out_plane == 0) return;
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
     for (std::size_t q = b; q < e; ++q) {
-      max_plane<T>(x + q * in_plane, d, p, out + q * out_plane, indices + q * out_plane);
+      max_plane<T>(x + q * in_plane, d, p, out + q * out_plane, indices == nullptr ? nullptr : indices + q * out_plane);
     }
   });
 }
