@@ -164,6 +164,58 @@ void maxpool_row(const Row& r, std::size_t n, std::size_t c0, float* out, std::i
   }
 }
 
+// Values alone, stride 2, kw 2 or 3, dw 1 (the common pools): the max over
+// the window's rows first, once per input column (each input loaded once),
+// then over the kw columns of each output (even lanes, odd lanes, even lanes
+// one column on). Without NaN every output is its window's maximum whatever
+// the order, except a zero (-0 and +0 compare equal, PyTorch keeps the
+// first): a vector with a zero output, or a NaN among the columns it loaded
+// (a running sum of the loads, as maxpool_vecs), reruns in scan order.
+inline __m512 column_max(const Row& r, std::size_t col, __mmask16 m, __m512* check) {
+  __m512 v = _mm512_maskz_loadu_ps(m, r.rows[0] + col);
+  *check = _mm512_add_ps(*check, v);
+  for (std::size_t i = 1; i < r.nrows; ++i) {
+    const __m512 t = _mm512_maskz_loadu_ps(m, r.rows[i] + col);
+    *check = _mm512_add_ps(*check, t);
+    v = _mm512_max_ps(t, v);
+  }
+  return v;
+}
+
+template <int KW>
+void maxpool_row_s2_values(const Row& r, std::size_t n, std::size_t c0, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const std::size_t last = c0 + 2 * (n - 1) + KW - 1;  // the last column any window reads
+  const auto cols_from = [last](std::size_t q) { return q > last ? __mmask16(0) : first_lanes(last - q + 1); };
+  __m512 check_lo = _mm512_setzero_ps();
+  __m512 lo = column_max(r, c0, cols_from(c0), &check_lo);
+  for (std::size_t k = 0; k < n; k += 16) {
+    const std::size_t nb = n - k < 16 ? n - k : 16;
+    const std::size_t c = c0 + 2 * k;
+    __m512 check = check_lo, check_next = _mm512_setzero_ps();
+    const __m512 hi = column_max(r, c + 16, cols_from(c + 16), &check);
+    const __m512 next = column_max(r, c + 32, cols_from(c + 32), &check_next);
+    const __m512 t0 = _mm512_permutex2var_ps(lo, even, hi);
+    __m512 best = _mm512_max_ps(_mm512_permutex2var_ps(lo, odd, hi), t0);
+    if constexpr (KW == 3) {
+      // column c + 2k + 2 of output k: t0's next lane, and the next block's first column for lane 15
+      best = _mm512_max_ps(
+          _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(t0), 1)), best);
+      check = _mm512_add_ps(check, check_next);
+    }
+    const __mmask16 m = first_lanes(nb);
+    if ((_mm512_mask_cmp_ps_mask(m, best, _mm512_setzero_ps(), _CMP_EQ_OQ) |
+         _mm512_cmp_ps_mask(check, check, _CMP_UNORD_Q)) != 0) {
+      maxpool_vectors<2, 1, false>(r, nb, c, out + k, nullptr);
+    } else {
+      _mm512_mask_storeu_ps(out + k, m, best);
+    }
+    lo = next;
+    check_lo = check_next;
+  }
+}
+
 // out = sum / divisor; a power-of-two divisor multiplies by its (exact)
 // reciprocal instead, the same bits without a division per vector.
 inline bool power_of_two(float d) {
@@ -231,7 +283,13 @@ void f32_maxpool_row_avx512(std::size_t nrows, const float* const* rows, const s
                             std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
                             float* out, std::int64_t* idx) {
   const Row r{nrows, rows, row_base, kw, dw};
-  if (idx == nullptr) {
+  if (idx == nullptr && sw == 2 && dw == 1 && (kw == 2 || kw == 3) && n != 0) {
+    if (kw == 2) {
+      maxpool_row_s2_values<2>(r, n, c0, out);
+    } else {
+      maxpool_row_s2_values<3>(r, n, c0, out);
+    }
+  } else if (idx == nullptr) {
     if (sw == 1) {
       maxpool_row<1, false>(r, n, c0, out, idx);
     } else {
