@@ -72,8 +72,33 @@ void max_cell(const T* x, const Dims& d, const Pool2dParams& p, int64_t oy, int6
   if (idx != nullptr) *idx = where;
 }
 
+// One border output of a float row whose window rows are known (rows/base as
+// for the row kernels): max_cell's scan over the in-range columns, without
+// its per-cell row arithmetic.
+void max_border_cell(std::size_t nrows, const float* const* rows, const std::int32_t* base, int64_t w,
+                     const Pool2dParams& p, int64_t ox, float* out, int64_t* idx) {
+  int64_t x0 = ox * p.sw - p.pw;
+  const int64_t x1 = std::min(x0 + (p.kw - 1) * p.dw + 1, w);
+  while (x0 < 0) x0 += p.dw;
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t where = base[0] + x0;
+  for (std::size_t r = 0; r < nrows; ++r) {
+    for (int64_t xx = x0; xx < x1; xx += p.dw) {
+      const float v = rows[r][xx];
+      if (v > best || std::isnan(v)) {
+        best = v;
+        where = base[r] + xx;
+      }
+    }
+  }
+  *out = best;
+  if (idx != nullptr) *idx = where;
+}
+
+// rows / base: kh entries each, the caller's scratch (reused over its planes).
 template <class T>
-void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t* idx) {
+void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t* idx, const float** rows,
+               std::int32_t* base) {
   bool rows_fast = false;
   std::pair<int64_t, int64_t> cols{0, 0};
   F32MaxpoolRowFn row_kernel = nullptr;
@@ -84,8 +109,6 @@ void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t
       row_kernel = kPoolRows.maxpool.active();
     }
   }
-  std::vector<const float*> rows(static_cast<std::size_t>(rows_fast ? p.kh : 0));
-  std::vector<std::int32_t> base(rows.size());
   for (int64_t oy = 0; oy < d.oh; ++oy) {
     T* orow = out + oy * d.ow;
     int64_t* irow = idx == nullptr ? nullptr : idx + oy * d.ow;
@@ -103,8 +126,15 @@ void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t
         if (nrows != 0 && cols.second > cols.first) {
           lo = cols.first;
           hi = cols.second;
-          row_kernel(nrows, rows.data(), base.data(), p.kw, p.sw, p.dw, hi - lo, lo * p.sw - p.pw, orow + lo,
+          row_kernel(nrows, rows, base, p.kw, p.sw, p.dw, hi - lo, lo * p.sw - p.pw, orow + lo,
                      irow == nullptr ? nullptr : irow + lo);
+          for (int64_t ox = 0; ox < lo; ++ox) {
+            max_border_cell(nrows, rows, base, d.w, p, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
+          }
+          for (int64_t ox = hi; ox < d.ow; ++ox) {
+            max_border_cell(nrows, rows, base, d.w, p, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
+          }
+          continue;
         }
       }
     }
@@ -121,8 +151,11 @@ void max_pool_typed(const ArrayView& xv, const Pool2dParams& p, const ArrayView&
   const int64_t in_plane = d.h * d.w, out_plane = d.oh * d.ow;
   if (out_plane == 0) return;
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
+    std::vector<const float*> rows(static_cast<std::size_t>(p.kh));
+    std::vector<std::int32_t> base(rows.size());
     for (std::size_t q = b; q < e; ++q) {
-      max_plane<T>(x + q * in_plane, d, p, out + q * out_plane, indices == nullptr ? nullptr : indices + q * out_plane);
+      max_plane<T>(x + q * in_plane, d, p, out + q * out_plane, indices == nullptr ? nullptr : indices + q * out_plane,
+                   rows.data(), base.data());
     }
   });
 }
