@@ -190,6 +190,26 @@ def test_max_pool_backward_overlapping_windows():
     close(nk.max_pool2d_backward(g, x, idx, backend="cpu", **args), ref, np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_backward_streamed(dtype):
+    """A grad_input of 4 MiB and more is built plane by plane and streamed out: planes of an odd
+    element count start off any vector alignment; the result equals the in-place scatter's."""
+    rng = np.random.default_rng(10)
+    x = rand(rng, (2, 16, 181, 183), dtype)
+    args = dict(kernel_size=3, stride=2, padding=1)
+    out, idx = nk.max_pool2d(x, return_indices=True, backend="cpu", **args)
+    g = rand(rng, out.shape, dtype)
+    ref = nk.max_pool2d_backward(g, x, idx, backend="numpy", **args)
+    for n in (1, 2):
+        with threads(n):
+            gx = nk.max_pool2d_backward(g, x, idx, backend="cpu", **args)
+        assert gx.nbytes >= 4 << 20
+        close(gx, ref, dtype)
+        # the same scatter per plane, in place (below the streaming size)
+        np.testing.assert_array_equal(gx[:1, :2], nk.max_pool2d_backward(g[:1, :2], x[:1, :2], idx[:1, :2],
+                                                                          backend="cpu", **args))
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_thread_counts_and_reruns(n_threads):
     rng = np.random.default_rng(6)

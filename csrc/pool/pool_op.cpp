@@ -8,6 +8,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
 #include "pool/pool_rows.h"
@@ -160,16 +164,53 @@ void max_pool_typed(const ArrayView& xv, const Pool2dParams& p, const ArrayView&
   });
 }
 
+// A grad_input of at least kStreamBytes is written with non-temporal stores
+// (as batch norm's large outputs, norm/batch_norm_op.cpp): each plane is
+// built in a scratch plane that stays in L2, then streamed out. The forward's
+// input, output and indices and grad_output (about twice grad_input's bytes
+// for 3x3 stride 2) then stay in the last-level cache instead of being
+// evicted by grad_input's lines, which the backward never reads back.
+constexpr std::size_t kStreamBytes = std::size_t{4} << 20;
+// planes larger than this are built in place (a scratch plane would not stay in L2)
+constexpr std::size_t kStreamPlaneBytes = std::size_t{1} << 20;
+
+// dst[0, n) = src[0, n) with non-temporal stores where the target has them;
+// the caller fences (store_fence) before the data is published.
+template <class T>
+void copy_streaming(const T* src, T* dst, std::size_t n) {
+#if defined(__SSE2__)
+  std::size_t i = 0;
+  for (; i < n && (reinterpret_cast<std::uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
+  constexpr std::size_t kPer = 16 / sizeof(T);
+  for (; i + kPer <= n; i += kPer) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+#else
+  std::copy_n(src, n, dst);
+#endif
+}
+
+// Orders this thread's non-temporal stores before its later stores (the pool's completion flag).
+inline void store_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 template <class T>
 void max_backward_typed(const ArrayView& gv, const int64_t* indices, const ArrayView& giv) {
   const Dims d = dims_of(giv, gv);
   const T* g = gv.as<T>();
   T* gi = giv.as<T>();
   const int64_t in_plane = d.h * d.w, out_plane = d.oh * d.ow;
+  const auto plane_bytes = static_cast<std::size_t>(in_plane) * sizeof(T);
+  const bool stream = plane_bytes <= kStreamPlaneBytes && plane_bytes * static_cast<std::size_t>(d.planes) >= kStreamBytes;
   // each task owns whole planes: the scatter-add needs no atomics and its order is fixed
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
+    std::vector<T> scratch(stream ? static_cast<std::size_t>(in_plane) : 0);
     for (std::size_t q = b; q < e; ++q) {
-      T* dst = gi + q * in_plane;
+      T* dst = stream ? scratch.data() : gi + q * in_plane;
       std::fill_n(dst, in_plane, T(0));
       const T* src = g + q * out_plane;
       const int64_t* ix = indices + q * out_plane;
@@ -178,7 +219,9 @@ void max_backward_typed(const ArrayView& gv, const int64_t* indices, const Array
         // an index outside the plane comes only from a window with no input element in it
         if (static_cast<std::uint64_t>(i) < static_cast<std::uint64_t>(in_plane)) dst[i] += src[k];
       }
+      if (stream) copy_streaming(dst, gi + q * in_plane, static_cast<std::size_t>(in_plane));
     }
+    if (stream) store_fence();
   });
 }
 
