@@ -82,6 +82,69 @@ def test_max_pool_ties_nan_and_inf(isa):
         np.testing.assert_array_equal(out, ref_out.astype(np.float32))
 
 
+def bits(a):
+    """The raw bits of a float array: equal bits, not just equal values (signed zeros, NaN payloads)."""
+    return np.ascontiguousarray(a).view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_max_pool_values_only_same_bits(isa):
+    """Without return_indices the kernels skip the indices: the values keep their bits (first of tied
+    signed zeros, NaN, all -inf windows), for every window shape and width."""
+    rng = np.random.default_rng(7)
+    for k, s, p, d, ceil in MAX_CASES:
+        for w in WIDTHS:
+            if w + 2 * p < d * (k - 1) + 1 or p > k // 2:
+                continue
+            x = rng.integers(-1, 2, size=(2, 3, 7, w)).astype(np.float32)
+            x[x == 0] = rng.choice(np.array([0.0, -0.0], np.float32), size=int((x == 0).sum()))
+            x[0, 1, 2, ::5] = np.nan
+            x[1, 0] = -np.inf
+            args = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+            with family(isa):
+                out_i, _ = nk.max_pool2d(x, return_indices=True, backend="cpu", **args)
+                out = nk.max_pool2d(x, backend="cpu", **args)
+            np.testing.assert_array_equal(bits(out), bits(out_i), err_msg=f"{args} width {w}")
+
+
+def test_max_pool_window_cache_keeps_the_checks():
+    """The cache of checked windows serves plain ints and pairs alone: bools, floats and bad sizes still
+    fail with the op's message after the same window passed."""
+    x = rand(np.random.default_rng(8), (1, 2, 9, 9))
+    nk.max_pool2d(x, 1)
+    nk.max_pool2d(x, [3, 3], (2, 2), 1)
+    with pytest.raises(TypeError, match="max_pool2d: kernel_size"):
+        nk.max_pool2d(x, True)
+    with pytest.raises(TypeError, match="avg_pool2d: stride"):
+        nk.avg_pool2d(x, 3, 2.0)
+    with pytest.raises(ValueError, match="max_pool2d: padding"):
+        nk.max_pool2d(x, 3, 2, 2)
+    with pytest.raises(ValueError, match="avg_pool2d: output size"):
+        nk.avg_pool2d(x[:, :, :2], 3)
+    np.testing.assert_array_equal(nk.max_pool2d(x, np.int64(3), (2, np.int32(2)), 1), nk.max_pool2d(x, 3, 2, 1))
+    with pytest.raises(TypeError, match="adaptive_avg_pool2d: output_size"):
+        nk.adaptive_avg_pool2d(x, None)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_avg_pool_divisor_bits(isa):
+    """float32 average pools equal PyTorch's arithmetic bit for bit: the sum from 0 in row-major tap
+    order, then one division (a power-of-two divisor may multiply by its exact reciprocal)."""
+    rng = np.random.default_rng(9)
+    for k, w in [(2, 56), (2, 35), (2, 7), (4, 37), (3, 40)]:
+        x = rand(rng, (2, 3, 2 * k + 1, w))
+        x[0, 0, 0, :4] = -0.0
+        with family(isa):
+            out = nk.avg_pool2d(x, k, k, backend="cpu")
+        oh, ow = out.shape[2:]
+        ref = np.zeros(out.shape, np.float32)
+        for i in range(k):
+            for j in range(k):
+                ref = ref + x[:, :, i:i + k * oh:k, j:j + k * ow:k][:, :, :oh, :ow]
+        ref = ref / np.float32(k * k)
+        np.testing.assert_array_equal(bits(out), bits(ref), err_msg=f"kernel {k} width {w}")
+
+
 AVG_CASES = [(2, 2, 0, False, True), (3, 2, 1, False, False), (3, 2, 1, True, True), (3, 2, 1, True, False),
              (3, 1, 1, False, True), (2, 1, 0, True, True), (4, 2, 2, True, False)]
 
@@ -125,6 +188,26 @@ def test_max_pool_backward_overlapping_windows():
     g = rand(rng, out.shape, np.float64)
     ref = nk.max_pool2d_backward(g, x, idx, backend="numpy", **args)
     close(nk.max_pool2d_backward(g, x, idx, backend="cpu", **args), ref, np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_backward_streamed(dtype):
+    """A grad_input of 4 MiB and more is built plane by plane and streamed out: planes of an odd
+    element count start off any vector alignment; the result equals the in-place scatter's."""
+    rng = np.random.default_rng(10)
+    x = rand(rng, (2, 16, 181, 183), dtype)
+    args = dict(kernel_size=3, stride=2, padding=1)
+    out, idx = nk.max_pool2d(x, return_indices=True, backend="cpu", **args)
+    g = rand(rng, out.shape, dtype)
+    ref = nk.max_pool2d_backward(g, x, idx, backend="numpy", **args)
+    for n in (1, 2):
+        with threads(n):
+            gx = nk.max_pool2d_backward(g, x, idx, backend="cpu", **args)
+        assert gx.nbytes >= 4 << 20
+        close(gx, ref, dtype)
+        # the same scatter per plane, in place (below the streaming size)
+        np.testing.assert_array_equal(gx[:1, :2], nk.max_pool2d_backward(g[:1, :2], x[:1, :2], idx[:1, :2],
+                                                                          backend="cpu", **args))
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -29,15 +29,33 @@ ops::Pool2dParams params(Pair kernel, Pair stride, Pair padding, Pair dilation) 
           padding.first, padding.second, dilation.first, dilation.second};
 }
 
+// A fresh int64 array of `shape`; a large one from the workspace's cached
+// memory (no page faults), like empty_shaped's float outputs.
+py::array empty_indices(const std::vector<py::ssize_t>& shape) {
+  const py::dtype dt = py::dtype::of<std::int64_t>();
+  std::size_t elements = 1;
+  for (py::ssize_t d : shape) elements *= static_cast<std::size_t>(d);
+  py::array a = elements * sizeof(std::int64_t) >= kCachedArrayBytes ? cached_array(dt, shape) : py::array(dt, shape);
+  if (poison_outputs()) {
+    std::fill_n(static_cast<std::int64_t*>(a.mutable_data()), elements, std::numeric_limits<std::int64_t>::min());
+  }
+  return a;
+}
+
+// (out, indices), or (out, None) when with_indices is false: the values alone.
 py::tuple max_pool2d(const py::array& x_in, Pair kernel, Pair stride, Pair padding, Pair dilation, std::int64_t oh,
-                     std::int64_t ow) {
+                     std::int64_t ow, bool with_indices) {
   const Dtype dtype = float_dtype(x_in, "max_pool2d", "x");
   const py::array x = c_contiguous(x_in);
   py::array out = empty_shaped(dtype, pooled_shape(x, oh, ow));
-  py::array_t<std::int64_t> indices(pooled_shape(x, oh, ow));
-  if (poison_outputs()) std::fill_n(indices.mutable_data(), indices.size(), std::numeric_limits<std::int64_t>::min());
+  py::object indices = py::none();
+  std::int64_t* ix = nullptr;
+  if (with_indices) {
+    py::array a = empty_indices(pooled_shape(x, oh, ow));
+    ix = static_cast<std::int64_t*>(a.mutable_data());
+    indices = a;
+  }
   const ArrayView xv = view_of(x, dtype), ov = view_of(out, dtype);
-  std::int64_t* ix = indices.mutable_data();
   const ops::Pool2dParams p = params(kernel, stride, padding, dilation);
   run_native([&] { ops::max_pool2d(xv, p, ov, ix); });
   return py::make_tuple(out, indices);
@@ -99,7 +117,9 @@ py::array adaptive_avg_pool2d_backward(const py::array& grad_in, const py::array
 void bind_pool(py::module_& m) {
   using namespace py::literals;
   m.def("max_pool2d", &max_pool2d, "x"_a, "kernel"_a, "stride"_a, "padding"_a, "dilation"_a, "oh"_a, "ow"_a,
-        "Max pooling (NCHW) with PyTorch's int64 indices; output size given by the caller.");
+        "with_indices"_a = true,
+        "Max pooling (NCHW) with PyTorch's int64 indices (None when with_indices is false); output size given by "
+        "the caller.");
   m.def("max_pool2d_backward", &max_pool2d_backward, "grad_output"_a, "x"_a, "indices"_a,
         "Scatter-add of grad_output to the saved indices, one task per plane.");
   m.def("avg_pool2d", &avg_pool2d, "x"_a, "kernel"_a, "stride"_a, "padding"_a, "count_include_pad"_a, "oh"_a, "ow"_a,

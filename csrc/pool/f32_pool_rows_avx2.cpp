@@ -3,6 +3,8 @@
 // vector use the scalar loop, so no load reads beyond the last window.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "pool/pool_rows.h"
 
 namespace nnkern::pool {
@@ -45,6 +47,7 @@ void f32_maxpool_row_avx2(std::size_t nrows, const float* const* rows, const std
       }
     }
     _mm256_storeu_ps(out + k, best);
+    if (idx == nullptr) continue;
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + k), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(where)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + k + 4),
                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(where, 1)));
@@ -63,13 +66,16 @@ void f32_maxpool_row_avx2(std::size_t nrows, const float* const* rows, const std
       }
     }
     out[k] = best;
-    idx[k] = where;
+    if (idx != nullptr) idx[k] = where;
   }
 }
 
 void f32_avgpool_row_avx2(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
                           std::size_t n, std::size_t c0, float divisor, float* out) {
-  const __m256 div = _mm256_set1_ps(divisor);
+  // a power-of-two divisor: multiplying by its exact reciprocal gives the same bits
+  int e = 0;
+  const bool mul = divisor > 0.0f && std::frexp(divisor, &e) == 0.5f && e > -125 && e < 127;
+  const __m256 div = _mm256_set1_ps(mul ? 1.0f / divisor : divisor);
   std::size_t k = 0;
   for (; k + 8 <= n; k += 8) {
     const std::size_t c = c0 + k * sw;
@@ -77,7 +83,7 @@ void f32_avgpool_row_avx2(std::size_t nrows, const float* const* rows, std::size
     for (std::size_t r = 0; r < nrows; ++r) {
       for (std::size_t j = 0; j < kw; ++j) sum = _mm256_add_ps(sum, load_taps(rows[r] + c + j, sw));
     }
-    _mm256_storeu_ps(out + k, _mm256_div_ps(sum, div));
+    _mm256_storeu_ps(out + k, mul ? _mm256_mul_ps(sum, div) : _mm256_div_ps(sum, div));
   }
   for (; k < n; ++k) {
     const std::size_t c = c0 + k * sw;

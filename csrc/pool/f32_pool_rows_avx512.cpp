@@ -3,6 +3,8 @@
 // the outputs use, so nothing past the last window is read.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "pool/pool_rows.h"
 
 namespace nnkern::pool {
@@ -40,7 +42,7 @@ struct Row {
 // taps for NaN once at the end (a running sum: NaN in, NaN out; an inf - inf
 // false alarm only costs the exact rerun); a block with NaN reruns with the
 // NaN test in every step, PyTorch's rule (a NaN replaces, the last one stays).
-template <int SW, int B, bool kNan>
+template <int SW, int B, bool kNan, bool kIdx>
 inline bool maxpool_vecs(const Row& r, std::size_t c, const __mmask16* m_lo_in, const __mmask16* m_hi_in,
                          __m512* best_out, __m512i* where_out) {
   // local copies the compiler keeps in registers (__m512 may alias anything:
@@ -75,6 +77,12 @@ inline bool maxpool_vecs(const Row& r, std::size_t c, const __mmask16* m_lo_in, 
       for (int b = 0; b < B; ++b) {
         const std::size_t colb = col + 16 * SW * b;
         const __m512 v = taps16<SW>(row + colb, m_lo[b], m_hi[b]);
+        if constexpr (!kIdx && !kNan) {
+          // max(v, best) = v > best ? v : best: the replace rule without NaN (the check catches it)
+          check[b] = _mm512_add_ps(check[b], v);
+          best[b] = _mm512_max_ps(v, best[b]);
+          continue;
+        }
         __mmask16 take = _mm512_cmp_ps_mask(v, best[b], _CMP_GT_OQ);
         if constexpr (kNan) {
           take |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -102,16 +110,18 @@ inline bool maxpool_vecs(const Row& r, std::size_t c, const __mmask16* m_lo_in, 
   }
 }
 
-template <int SW, int B>
+template <int SW, int B, bool kIdx>
 inline void maxpool_block(const Row& r, std::size_t c, const __mmask16* m_lo, const __mmask16* m_hi,
                           const __mmask16* m_out, float* out, std::int64_t* idx) {
   __m512 best[B];
   __m512i where[B];
-  if (!maxpool_vecs<SW, B, false>(r, c, m_lo, m_hi, best, where)) maxpool_vecs<SW, B, true>(r, c, m_lo, m_hi, best, where);
+  if (!maxpool_vecs<SW, B, false, kIdx>(r, c, m_lo, m_hi, best, where)) {
+    maxpool_vecs<SW, B, true, true>(r, c, m_lo, m_hi, best, where);
+  }
   _Pragma("GCC unroll 4")
   for (int b = 0; b < B; ++b) {
     _mm512_mask_storeu_ps(out + 16 * b, m_out[b], best[b]);
-    store_indices(idx + 16 * b, where[b], m_out[b]);
+    if constexpr (kIdx) store_indices(idx + 16 * b, where[b], m_out[b]);
   }
 }
 
@@ -123,7 +133,7 @@ inline void load_masks(std::size_t nb, __mmask16* m_lo, __mmask16* m_hi) {
   *m_hi = first_lanes(used > 16 ? used - 16 : 0);
 }
 
-template <int SW, int B>
+template <int SW, int B, bool kIdx>
 void maxpool_vectors(const Row& r, std::size_t n, std::size_t c, float* out, std::int64_t* idx) {
   __mmask16 lo[B], hi[B], m[B];
   _Pragma("GCC unroll 4")
@@ -132,31 +142,95 @@ void maxpool_vectors(const Row& r, std::size_t n, std::size_t c, float* out, std
     load_masks<SW>(nb < 16 ? nb : 16, &lo[b], &hi[b]);
     m[b] = first_lanes(nb);
   }
-  maxpool_block<SW, B>(r, c, lo, hi, m, out, idx);
+  maxpool_block<SW, B, kIdx>(r, c, lo, hi, m, out, idx);
 }
 
 // Four vectors (64 outputs) at a time, the row's rest in one block of 1-4
 // vectors: independent compare/blend chains hide each other's latency.
-template <int SW>
+// Without indices (kIdx false, idx unused) a tap is one max per vector.
+template <int SW, bool kIdx>
 void maxpool_row(const Row& r, std::size_t n, std::size_t c0, float* out, std::int64_t* idx) {
   std::size_t k = 0;
-  for (; k + 64 <= n; k += 64) maxpool_vectors<SW, 4>(r, 64, c0 + k * SW, out + k, idx + k);
+  for (; k + 64 <= n; k += 64) maxpool_vectors<SW, 4, kIdx>(r, 64, c0 + k * SW, out + k, kIdx ? idx + k : nullptr);
   const std::size_t rest = n - k;
   if (rest > 48) {
-    maxpool_vectors<SW, 4>(r, rest, c0 + k * SW, out + k, idx + k);
+    maxpool_vectors<SW, 4, kIdx>(r, rest, c0 + k * SW, out + k, kIdx ? idx + k : nullptr);
   } else if (rest > 32) {
-    maxpool_vectors<SW, 3>(r, rest, c0 + k * SW, out + k, idx + k);
+    maxpool_vectors<SW, 3, kIdx>(r, rest, c0 + k * SW, out + k, kIdx ? idx + k : nullptr);
   } else if (rest > 16) {
-    maxpool_vectors<SW, 2>(r, rest, c0 + k * SW, out + k, idx + k);
+    maxpool_vectors<SW, 2, kIdx>(r, rest, c0 + k * SW, out + k, kIdx ? idx + k : nullptr);
   } else if (rest > 0) {
-    maxpool_vectors<SW, 1>(r, rest, c0 + k * SW, out + k, idx + k);
+    maxpool_vectors<SW, 1, kIdx>(r, rest, c0 + k * SW, out + k, kIdx ? idx + k : nullptr);
   }
 }
 
-template <int SW>
+// Values alone, stride 2, kw 2 or 3, dw 1 (the common pools): the max over
+// the window's rows first, once per input column (each input loaded once),
+// then over the kw columns of each output (even lanes, odd lanes, even lanes
+// one column on). Without NaN every output is its window's maximum whatever
+// the order, except a zero (-0 and +0 compare equal, PyTorch keeps the
+// first): a vector with a zero output, or a NaN among the columns it loaded
+// (a running sum of the loads, as maxpool_vecs), reruns in scan order.
+inline __m512 column_max(const Row& r, std::size_t col, __mmask16 m, __m512* check) {
+  __m512 v = _mm512_maskz_loadu_ps(m, r.rows[0] + col);
+  *check = _mm512_add_ps(*check, v);
+  for (std::size_t i = 1; i < r.nrows; ++i) {
+    const __m512 t = _mm512_maskz_loadu_ps(m, r.rows[i] + col);
+    *check = _mm512_add_ps(*check, t);
+    v = _mm512_max_ps(t, v);
+  }
+  return v;
+}
+
+template <int KW>
+void maxpool_row_s2_values(const Row& r, std::size_t n, std::size_t c0, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const std::size_t last = c0 + 2 * (n - 1) + KW - 1;  // the last column any window reads
+  const auto cols_from = [last](std::size_t q) { return q > last ? __mmask16(0) : first_lanes(last - q + 1); };
+  __m512 check_lo = _mm512_setzero_ps();
+  __m512 lo = column_max(r, c0, cols_from(c0), &check_lo);
+  for (std::size_t k = 0; k < n; k += 16) {
+    const std::size_t nb = n - k < 16 ? n - k : 16;
+    const std::size_t c = c0 + 2 * k;
+    __m512 check = check_lo, check_next = _mm512_setzero_ps();
+    const __m512 hi = column_max(r, c + 16, cols_from(c + 16), &check);
+    const __m512 next = column_max(r, c + 32, cols_from(c + 32), &check_next);
+    const __m512 t0 = _mm512_permutex2var_ps(lo, even, hi);
+    __m512 best = _mm512_max_ps(_mm512_permutex2var_ps(lo, odd, hi), t0);
+    if constexpr (KW == 3) {
+      // column c + 2k + 2 of output k: t0's next lane, and the next block's first column for lane 15
+      best = _mm512_max_ps(
+          _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(t0), 1)), best);
+      check = _mm512_add_ps(check, check_next);
+    }
+    const __mmask16 m = first_lanes(nb);
+    if ((_mm512_mask_cmp_ps_mask(m, best, _mm512_setzero_ps(), _CMP_EQ_OQ) |
+         _mm512_cmp_ps_mask(check, check, _CMP_UNORD_Q)) != 0) {
+      maxpool_vectors<2, 1, false>(r, nb, c, out + k, nullptr);
+    } else {
+      _mm512_mask_storeu_ps(out + k, m, best);
+    }
+    lo = next;
+    check_lo = check_next;
+  }
+}
+
+// out = sum / divisor; a power-of-two divisor multiplies by its (exact)
+// reciprocal instead, the same bits without a division per vector.
+inline bool power_of_two(float d) {
+  int e = 0;
+  return d > 0.0f && std::frexp(d, &e) == 0.5f && e > -125 && e < 127;
+}
+
+template <bool kMul>
+inline __m512 scale(__m512 sum, __m512 d) {
+  return kMul ? _mm512_mul_ps(sum, d) : _mm512_div_ps(sum, d);
+}
+
+template <int SW, bool kMul>
 void avgpool_row(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t n, std::size_t c0,
-                 float divisor, float* out) {
-  const __m512 div = _mm512_set1_ps(divisor);
+                 __m512 d, float* out) {
   for (std::size_t k = 0; k < n; k += 16) {
     const std::size_t nb = n - k < 16 ? n - k : 16;
     __mmask16 lo, hi;
@@ -166,7 +240,40 @@ void avgpool_row(std::size_t nrows, const float* const* rows, std::size_t kw, st
     for (std::size_t i = 0; i < nrows; ++i) {
       for (std::size_t j = 0; j < kw; ++j) sum = _mm512_add_ps(sum, taps16<SW>(rows[i] + c + j, lo, hi));
     }
-    _mm512_mask_storeu_ps(out + k, first_lanes(nb), _mm512_div_ps(sum, div));
+    _mm512_mask_storeu_ps(out + k, first_lanes(nb), scale<kMul>(sum, d));
+  }
+}
+
+// kw = 2, stride 2: the two taps of a row are the even and odd lanes of the
+// same two loads (each input column loaded once), summed in the same order.
+template <bool kMul>
+void avgpool_row_k2s2(std::size_t nrows, const float* const* rows, std::size_t n, std::size_t c0, __m512 d,
+                      float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (std::size_t k = 0; k < n; k += 16) {
+    const std::size_t nb = n - k < 16 ? n - k : 16;
+    const __mmask16 lo = first_lanes(2 * nb), hi = first_lanes(2 * nb > 16 ? 2 * nb - 16 : 0);
+    const std::size_t c = c0 + 2 * k;
+    __m512 sum = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < nrows; ++i) {
+      const __m512 a = _mm512_maskz_loadu_ps(lo, rows[i] + c), b = _mm512_maskz_loadu_ps(hi, rows[i] + c + 16);
+      sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(a, even, b));
+      sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(a, odd, b));
+    }
+    _mm512_mask_storeu_ps(out + k, first_lanes(nb), scale<kMul>(sum, d));
+  }
+}
+
+template <bool kMul>
+void avgpool_any(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw, std::size_t n,
+                 std::size_t c0, __m512 d, float* out) {
+  if (sw == 2 && kw == 2) {
+    avgpool_row_k2s2<kMul>(nrows, rows, n, c0, d, out);
+  } else if (sw == 1) {
+    avgpool_row<1, kMul>(nrows, rows, kw, n, c0, d, out);
+  } else {
+    avgpool_row<2, kMul>(nrows, rows, kw, n, c0, d, out);
   }
 }
 
@@ -176,19 +283,31 @@ void f32_maxpool_row_avx512(std::size_t nrows, const float* const* rows, const s
                             std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
                             float* out, std::int64_t* idx) {
   const Row r{nrows, rows, row_base, kw, dw};
-  if (sw == 1) {
-    maxpool_row<1>(r, n, c0, out, idx);
+  if (idx == nullptr && sw == 2 && dw == 1 && (kw == 2 || kw == 3) && n != 0) {
+    if (kw == 2) {
+      maxpool_row_s2_values<2>(r, n, c0, out);
+    } else {
+      maxpool_row_s2_values<3>(r, n, c0, out);
+    }
+  } else if (idx == nullptr) {
+    if (sw == 1) {
+      maxpool_row<1, false>(r, n, c0, out, idx);
+    } else {
+      maxpool_row<2, false>(r, n, c0, out, idx);
+    }
+  } else if (sw == 1) {
+    maxpool_row<1, true>(r, n, c0, out, idx);
   } else {
-    maxpool_row<2>(r, n, c0, out, idx);
+    maxpool_row<2, true>(r, n, c0, out, idx);
   }
 }
 
 void f32_avgpool_row_avx512(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
                             std::size_t n, std::size_t c0, float divisor, float* out) {
-  if (sw == 1) {
-    avgpool_row<1>(nrows, rows, kw, n, c0, divisor, out);
+  if (power_of_two(divisor)) {
+    avgpool_any<true>(nrows, rows, kw, sw, n, c0, _mm512_set1_ps(1.0f / divisor), out);
   } else {
-    avgpool_row<2>(nrows, rows, kw, n, c0, divisor, out);
+    avgpool_any<false>(nrows, rows, kw, sw, n, c0, _mm512_set1_ps(divisor), out);
   }
 }
 

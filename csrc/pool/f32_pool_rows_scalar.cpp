@@ -22,7 +22,7 @@ void f32_maxpool_row_scalar(std::size_t nrows, const float* const* rows, const s
       }
     }
     out[k] = best;
-    idx[k] = where;
+    if (idx != nullptr) idx[k] = where;
   }
 }
 

@@ -8,6 +8,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
 #include "pool/pool_rows.h"
@@ -69,11 +73,36 @@ void max_cell(const T* x, const Dims& d, const Pool2dParams& p, int64_t oy, int6
     }
   }
   *out = best;
-  *idx = where;
+  if (idx != nullptr) *idx = where;
 }
 
+// One border output of a float row whose window rows are known (rows/base as
+// for the row kernels): max_cell's scan over the in-range columns, without
+// its per-cell row arithmetic.
+void max_border_cell(std::size_t nrows, const float* const* rows, const std::int32_t* base, int64_t w,
+                     const Pool2dParams& p, int64_t ox, float* out, int64_t* idx) {
+  int64_t x0 = ox * p.sw - p.pw;
+  const int64_t x1 = std::min(x0 + (p.kw - 1) * p.dw + 1, w);
+  while (x0 < 0) x0 += p.dw;
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t where = base[0] + x0;
+  for (std::size_t r = 0; r < nrows; ++r) {
+    for (int64_t xx = x0; xx < x1; xx += p.dw) {
+      const float v = rows[r][xx];
+      if (v > best || std::isnan(v)) {
+        best = v;
+        where = base[r] + xx;
+      }
+    }
+  }
+  *out = best;
+  if (idx != nullptr) *idx = where;
+}
+
+// rows / base: kh entries each, the caller's scratch (reused over its planes).
 template <class T>
-void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t* idx) {
+void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t* idx, const float** rows,
+               std::int32_t* base) {
   bool rows_fast = false;
   std::pair<int64_t, int64_t> cols{0, 0};
   F32MaxpoolRowFn row_kernel = nullptr;
@@ -84,11 +113,9 @@ void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t
       row_kernel = kPoolRows.maxpool.active();
     }
   }
-  std::vector<const float*> rows(static_cast<std::size_t>(rows_fast ? p.kh : 0));
-  std::vector<std::int32_t> base(rows.size());
   for (int64_t oy = 0; oy < d.oh; ++oy) {
     T* orow = out + oy * d.ow;
-    int64_t* irow = idx + oy * d.ow;
+    int64_t* irow = idx == nullptr ? nullptr : idx + oy * d.ow;
     int64_t lo = 0, hi = 0;
     if constexpr (std::is_same_v<T, float>) {
       if (rows_fast) {
@@ -103,13 +130,20 @@ void max_plane(const T* x, const Dims& d, const Pool2dParams& p, T* out, int64_t
         if (nrows != 0 && cols.second > cols.first) {
           lo = cols.first;
           hi = cols.second;
-          row_kernel(nrows, rows.data(), base.data(), p.kw, p.sw, p.dw, hi - lo, lo * p.sw - p.pw, orow + lo,
-                     irow + lo);
+          row_kernel(nrows, rows, base, p.kw, p.sw, p.dw, hi - lo, lo * p.sw - p.pw, orow + lo,
+                     irow == nullptr ? nullptr : irow + lo);
+          for (int64_t ox = 0; ox < lo; ++ox) {
+            max_border_cell(nrows, rows, base, d.w, p, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
+          }
+          for (int64_t ox = hi; ox < d.ow; ++ox) {
+            max_border_cell(nrows, rows, base, d.w, p, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
+          }
+          continue;
         }
       }
     }
-    for (int64_t ox = 0; ox < lo; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow + ox);
-    for (int64_t ox = hi; ox < d.ow; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow + ox);
+    for (int64_t ox = 0; ox < lo; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
+    for (int64_t ox = hi; ox < d.ow; ++ox) max_cell(x, d, p, oy, ox, orow + ox, irow == nullptr ? nullptr : irow + ox);
   }
 }
 
@@ -121,10 +155,47 @@ void max_pool_typed(const ArrayView& xv, const Pool2dParams& p, const ArrayView&
   const int64_t in_plane = d.h * d.w, out_plane = d.oh * d.ow;
   if (out_plane == 0) return;
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
+    std::vector<const float*> rows(static_cast<std::size_t>(p.kh));
+    std::vector<std::int32_t> base(rows.size());
     for (std::size_t q = b; q < e; ++q) {
-      max_plane<T>(x + q * in_plane, d, p, out + q * out_plane, indices + q * out_plane);
+      max_plane<T>(x + q * in_plane, d, p, out + q * out_plane, indices == nullptr ? nullptr : indices + q * out_plane,
+                   rows.data(), base.data());
     }
   });
+}
+
+// A grad_input of at least kStreamBytes is written with non-temporal stores
+// (as batch norm's large outputs, norm/batch_norm_op.cpp): each plane is
+// built in a scratch plane that stays in L2, then streamed out. The forward's
+// input, output and indices and grad_output (about twice grad_input's bytes
+// for 3x3 stride 2) then stay in the last-level cache instead of being
+// evicted by grad_input's lines, which the backward never reads back.
+constexpr std::size_t kStreamBytes = std::size_t{4} << 20;
+// planes larger than this are built in place (a scratch plane would not stay in L2)
+constexpr std::size_t kStreamPlaneBytes = std::size_t{1} << 20;
+
+// dst[0, n) = src[0, n) with non-temporal stores where the target has them;
+// the caller fences (store_fence) before the data is published.
+template <class T>
+void copy_streaming(const T* src, T* dst, std::size_t n) {
+#if defined(__SSE2__)
+  std::size_t i = 0;
+  for (; i < n && (reinterpret_cast<std::uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
+  constexpr std::size_t kPer = 16 / sizeof(T);
+  for (; i + kPer <= n; i += kPer) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+#else
+  std::copy_n(src, n, dst);
+#endif
+}
+
+// Orders this thread's non-temporal stores before its later stores (the pool's completion flag).
+inline void store_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 template <class T>
@@ -133,10 +204,13 @@ void max_backward_typed(const ArrayView& gv, const int64_t* indices, const Array
   const T* g = gv.as<T>();
   T* gi = giv.as<T>();
   const int64_t in_plane = d.h * d.w, out_plane = d.oh * d.ow;
+  const auto plane_bytes = static_cast<std::size_t>(in_plane) * sizeof(T);
+  const bool stream = plane_bytes <= kStreamPlaneBytes && plane_bytes * static_cast<std::size_t>(d.planes) >= kStreamBytes;
   // each task owns whole planes: the scatter-add needs no atomics and its order is fixed
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
+    std::vector<T> scratch(stream ? static_cast<std::size_t>(in_plane) : 0);
     for (std::size_t q = b; q < e; ++q) {
-      T* dst = gi + q * in_plane;
+      T* dst = stream ? scratch.data() : gi + q * in_plane;
       std::fill_n(dst, in_plane, T(0));
       const T* src = g + q * out_plane;
       const int64_t* ix = indices + q * out_plane;
@@ -145,7 +219,9 @@ void max_backward_typed(const ArrayView& gv, const int64_t* indices, const Array
         // an index outside the plane comes only from a window with no input element in it
         if (static_cast<std::uint64_t>(i) < static_cast<std::uint64_t>(in_plane)) dst[i] += src[k];
       }
+      if (stream) copy_streaming(dst, gi + q * in_plane, static_cast<std::size_t>(in_plane));
     }
+    if (stream) store_fence();
   });
 }
 

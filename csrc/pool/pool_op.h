@@ -14,7 +14,8 @@ struct Pool2dParams {
   std::int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-// out (N,C,OH,OW) and indices (int64, same shape) are allocated by the caller.
+// out (N,C,OH,OW) and indices (int64, same shape) are allocated by the caller;
+// indices == nullptr computes the values alone (the same values).
 void max_pool2d(const ArrayView& x, const Pool2dParams& p, const ArrayView& out, std::int64_t* indices);
 // grad_input (N,C,H,W); indices as max_pool2d wrote them.
 void max_pool2d_backward(const ArrayView& grad_output, const std::int64_t* indices, const ArrayView& grad_input);

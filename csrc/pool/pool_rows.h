@@ -8,7 +8,8 @@
 //
 // maxpool: PyTorch's scan in row-major tap order, max starting at -inf and
 // the index at the first tap; a tap replaces when val > max or val is NaN.
-// index = row_base[r] + column (row_base[r] = y * W, the plane fits int32).
+// index = row_base[r] + column (row_base[r] = y * W, the plane fits int32);
+// idx == nullptr: the values alone (same values, no index stores).
 // avgpool: out = (sum over taps in row-major order) / divisor.
 // gavgpool: out[p] = sum(x[p*hw .. (p+1)*hw)) * inv_hw for `planes` planes.
 #pragma once

@@ -1,6 +1,7 @@
 """max / avg / adaptive-avg 2-D pooling and their backward: validation and dispatch."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -17,7 +18,7 @@ def _input(op: str, x: Any) -> tuple[Any, bool]:
     return (x[None], True) if x.ndim == 3 else (x, False)
 
 
-def _window(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any):
+def _window_checked(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any):
     """Normalize and check a pooling window; return it with the output (OH, OW)."""
     kernel = c.pair(op, "kernel_size", kernel_size, minimum=1)
     stride = kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else \
@@ -40,6 +41,50 @@ def _window(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any, dilati
     return kernel, stride, pad, dil, ceil_mode, (oh, ow)
 
 
+def _plain_key(v: Any) -> Any:
+    """``v`` as a hashable cache key when it is a plain int, None or a pair of plain ints; else ``_NO_KEY``."""
+    if v is None or type(v) is int:
+        return v
+    if type(v) in (tuple, list) and all(type(e) is int for e in v):
+        return tuple(v)
+    return _NO_KEY
+
+
+_NO_KEY = object()
+
+
+class _Shape:
+    """Stands in for the input in the cached check: ``_window_checked`` reads its shape alone."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+@functools.lru_cache(maxsize=256)
+def _window_cached(shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                   ceil_mode: bool):
+    return _window_checked("", _Shape(shape), kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _window(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any):
+    """Normalize and check a pooling window; return it with the output (OH, OW).
+
+    Plain int / pair arguments hit a cache of earlier successful checks (the
+    per-call checks cost several microseconds, a tenth of a small pool); any
+    other argument, and every failing one, goes through the checks with ``op``
+    in the message.
+    """
+    keys = tuple(_plain_key(v) for v in (kernel_size, stride, padding, dilation))
+    if type(ceil_mode) is bool and all(k is not _NO_KEY for k in keys):
+        try:
+            return _window_cached(tuple(x.shape), *keys, ceil_mode)
+        except (TypeError, ValueError):
+            pass  # raised again below, naming op
+    return _window_checked(op, x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
 def max_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
                dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
                backend: Optional[str] = None) -> Any:
@@ -53,7 +98,13 @@ def max_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
     a, on_device = c.float_arrays(op, input=x)
     x4, unbatched = _input(op, a["input"])
     k, s, p, d, cm, _ = _window(op, x4, kernel_size, stride, padding, dilation, ceil_mode)
-    out, idx = c.dispatch(op, backend, on_device, input=x4).max_pool2d(x4, k, s, p, d, cm)
+    impl = c.dispatch(op, backend, on_device, input=x4).max_pool2d
+    # a backend may offer a values-only variant (no int64 indices to compute and store)
+    values_only = None if return_indices else getattr(impl, "values_only", None)
+    if values_only is not None:
+        out = values_only(x4, k, s, p, d, cm)
+        return out[0] if unbatched else out
+    out, idx = impl(x4, k, s, p, d, cm)
     if unbatched:
         out, idx = out[0], idx[0]
     return (out, idx) if return_indices else out
@@ -112,6 +163,22 @@ def avg_pool2d_backward(grad_output: Any, x: Any, kernel_size: IntOrPair, stride
 
 
 def _adaptive_size(op: str, output_size: Any, x4: Any) -> tuple[int, int]:
+    """The output (OH, OW) of an adaptive pool, checked; plain int / pair sizes hit a cache (see ``_window``)."""
+    key = _plain_key(output_size)
+    if key is not _NO_KEY and key is not None:
+        try:
+            return _adaptive_size_cached(key, tuple(x4.shape))
+        except (TypeError, ValueError):
+            pass  # raised again below, naming op
+    return _adaptive_size_checked(op, output_size, x4)
+
+
+@functools.lru_cache(maxsize=256)
+def _adaptive_size_cached(output_size: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    return _adaptive_size_checked("", output_size, _Shape(shape))
+
+
+def _adaptive_size_checked(op: str, output_size: Any, x4: Any) -> tuple[int, int]:
     if output_size is None or isinstance(output_size, (str, bytes)):
         raise TypeError(f"{op}: output_size must be an int or a pair of ints (or None entries), got {output_size!r}")
     size = (output_size, output_size) if c.is_int(output_size) else tuple(output_size)

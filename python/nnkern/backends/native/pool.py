@@ -20,6 +20,17 @@ def max_pool2d(x, kernel, stride, padding, dilation, ceil_mode):
     return _cpu.max_pool2d(x, kernel, stride, padding, dilation, oh, ow)
 
 
+def max_pool2d_values(x, kernel, stride, padding, dilation, ceil_mode):
+    """``max_pool2d``'s output alone (the same values): no int64 indices computed, allocated or stored."""
+    oh, ow = _out_hw(x, kernel, stride, padding, dilation, ceil_mode)
+    return _cpu.max_pool2d(x, kernel, stride, padding, dilation, oh, ow, False)[0]
+
+
+# An optional variant of the contract op, not an op of its own: functional.max_pool2d
+# calls it when the caller does not ask for the indices (a backward needs them, so it asks).
+max_pool2d.values_only = max_pool2d_values
+
+
 def max_pool2d_backward(grad_output, x, indices, kernel, stride, padding, dilation, ceil_mode):
     return _cpu.max_pool2d_backward(grad_output, x, indices)
 
