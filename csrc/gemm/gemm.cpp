@@ -177,20 +177,38 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
 
   const auto& a = g.a;
   const auto& b = g.b;
+  if (prepacked != nullptr) {
+    // B needs no packing, so each A block is packed once and multiplied by
+    // every nc block of B in turn (packing per B block would repack A
+    // n / nc times).
+    for (std::size_t pc = 0; pc == 0 || pc < g.k; pc += kc_max) {
+      const std::size_t kb = std::min(kc_max, g.k - pc);
+      const T beta = pc == 0 ? g.beta : T(1);
+      for (std::size_t ic = i0; ic < i1; ic += bl.mc) {
+        const std::size_t mb = std::min(bl.mc, i1 - ic);
+        pack_panels(mb, kb,
+                    a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
+                        static_cast<std::ptrdiff_t>(pc) * a.col_stride,
+                    a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
+        for (std::size_t jc = j0; jc < j1; jc += bl.nc) {
+          const std::size_t nb = std::min(bl.nc, j1 - jc);
+          const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
+          run_kernels(uk, mb, apack, nb, prepacked + pc * n_pad + jc * kb, kb, g.c + ic * g.ldc + jc, g.ldc,
+                      g.alpha, beta, bias);
+        }
+      }
+    }
+    return;
+  }
   for (std::size_t jc = j0; jc < j1; jc += bl.nc) {
     const std::size_t nb = std::min(bl.nc, j1 - jc);
     // k == 0 still takes one (empty) slice: C = beta*C + bias.
     for (std::size_t pc = 0; pc == 0 || pc < g.k; pc += kc_max) {
       const std::size_t kb = std::min(kc_max, g.k - pc);
-      const T* bblock = bpack;
-      if (prepacked != nullptr) {
-        bblock = prepacked + pc * n_pad + jc * kb;
-      } else {
-        pack_panels(nb, kb,
-                    b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
-                        static_cast<std::ptrdiff_t>(jc) * b.col_stride,
-                    b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, bpack);
-      }
+      pack_panels(nb, kb,
+                  b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride +
+                      static_cast<std::ptrdiff_t>(jc) * b.col_stride,
+                  b.col_stride, b.row_stride, uk.nr, uk.pack_transpose, bpack);
       // Later slices accumulate into what the first one wrote.
       const T beta = pc == 0 ? g.beta : T(1);
       const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
@@ -200,7 +218,7 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
                     a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
                         static_cast<std::ptrdiff_t>(pc) * a.col_stride,
                     a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
-        run_kernels(uk, mb, apack, nb, bblock, kb, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta, bias);
+        run_kernels(uk, mb, apack, nb, bpack, kb, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta, bias);
       }
     }
   }
