@@ -145,7 +145,7 @@ def header_lines(meta: Dict[str, Any]) -> List[str]:
         f"python {m['python']}",
         f"threads: {m['threads']} (nnkern, torch; numpy BLAS: {meta.get('numpy_threads', '?')}); "
         f"{meta['repeats']} interleaved rounds, samples >= {meta['min_sample_ms']:.0f} ms, "
-        f"{meta.get('settle_ms', 0):.0f} ms idle before each",
+        f"{meta.get('settle_ms', 0):.0f} ms idle then {meta.get('warmup_calls', 0)} untimed call(s) before each",
         f"ceilings at {m['threads']} thread(s): FMA peak {ceiling('peak_gflops', 'GFLOP/s')}, "
         f"copy bandwidth {ceiling('copy_gbs', 'GB/s')}",
     ]

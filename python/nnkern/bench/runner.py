@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-ms", type=float, default=1e3 * SETTLE_S, metavar="MS",
                    help="idle time before each sample, for the previous contender's spinning BLAS/OpenMP "
                         f"threads to sleep (default {1e3 * SETTLE_S:.0f})")
+    p.add_argument("--warmup-calls", type=int, default=1, metavar="N",
+                   help="untimed calls after the settle, before each sample's timed calls (default 1: the first "
+                        "call after an idle spell runs slow on this VM, for every contender)")
     p.add_argument("--json", metavar="PATH", help="write machine info, ceilings and every sample as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown (bench/RESULTS.md)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the speedups (needs matplotlib)")
@@ -208,6 +211,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if threads < 1:
         print("nnkern bench: --threads must be >= 1", file=sys.stderr)
         return 2
+    if args.warmup_calls < 0:
+        print("nnkern bench: --warmup-calls must be >= 0", file=sys.stderr)
+        return 2
     if args.probe:
         try:
             data = machine.probe(args.probe, sorted({1, threads}))
@@ -238,7 +244,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.append(f"torch {torch_note}: the torch column is empty")
     meta = {
         "mode": mode, "argv": list(sys.argv[1:] if argv is None else argv), "repeats": 1 if args.smoke else repeats,
-        "min_sample_ms": args.min_sample_ms, "settle_ms": 0.0 if args.smoke else args.settle_ms, "seed": args.seed, "contenders": enabled,
+        "min_sample_ms": args.min_sample_ms, "settle_ms": 0.0 if args.smoke else args.settle_ms,
+        "warmup_calls": 0 if args.smoke else args.warmup_calls, "seed": args.seed, "contenders": enabled,
         "machine": machine.describe_machine(torch, threads), "ceilings": ceilings,
         "numpy_threads": thread_state["numpy_threads"], "warnings": warnings, "check_tolerance": CHECK_TOL,
     }
@@ -256,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             factories = {n: f for n, f in case.factories.items() if n in enabled}
             timings = measure(factories, repeats=repeats, min_sample_s=args.min_sample_ms / 1e3,
                               budget_s=BUDGET_S["quick" if args.quick else "full"],
-                              settle_s=args.settle_ms / 1e3, smoke=args.smoke,
+                              settle_s=args.settle_ms / 1e3, warmup_calls=args.warmup_calls, smoke=args.smoke,
                               progress=lambda msg: progress(f"{where}: {msg}", detail=True))
             shape, work = case.shape, case.work
         except Exception as exc:  # the inputs themselves could not be built

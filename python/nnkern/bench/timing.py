@@ -10,6 +10,13 @@
    rows takes seconds) gets fewer rounds, never below ``MIN_ROUNDS``,
    spread evenly over the rounds of the others.
 
+Each sample then starts with ``warmup_calls`` untimed calls (default 1;
+calls slower than ``SLOW_CALL_S`` skip it): BENCH.md times runs "after a
+warm-up", and on this VM the first call after an idle spell runs at about
+half speed for every contender (its CPU time, not only its wall time, grows:
+E2 9 ms back to back, 15-20 ms after 200 ms of sleep; C2 3.5 vs 7-16 ms),
+which would make every sample measure the VM's wake-up instead of the kernel.
+
 Before every sample (and every calibration call) the harness sleeps
 ``settle_s`` (200 ms): a BLAS or OpenMP thread pool keeps its workers
 spinning for a while after a call (OpenBLAS for about 2**28 cycles, ~0.1 s),
@@ -89,13 +96,15 @@ def _rounds_plan(rounds: int, repeats: int) -> List[bool]:
 
 
 def measure(factories: Dict[str, Callable[[], Callable[[], Any]]], *, repeats: int, min_sample_s: float = 0.02,
-            budget_s: float = 3.0, settle_s: float = SETTLE_S, smoke: bool = False,
+            budget_s: float = 3.0, settle_s: float = SETTLE_S, warmup_calls: int = 1, smoke: bool = False,
             progress: Callable[[str], None] = lambda _: None) -> Dict[str, Timing]:
     """Time every contender of one row. ``budget_s`` caps one contender's total sampling time
-    (down to ``MIN_ROUNDS`` rounds); ``settle_s`` is the idle time before each sample; ``smoke``
-    runs each contender once (warm-up) and takes one one-call sample, without settling."""
+    (down to ``MIN_ROUNDS`` rounds); ``settle_s`` is the idle time before each sample, followed by
+    ``warmup_calls`` untimed calls (not for calls slower than ``SLOW_CALL_S``); ``smoke`` runs each
+    contender once (warm-up) and takes one one-call sample, without settling."""
     if smoke:
         settle_s = 0.0
+        warmup_calls = 0
     timings: Dict[str, Timing] = {name: Timing() for name in factories}
     calls: Dict[str, Callable[[], Any]] = {}
     for name, factory in factories.items():
@@ -146,6 +155,9 @@ def measure(factories: Dict[str, Callable[[], Callable[[], Any]]], *, repeats: i
             progress(f"{name}: round {rnd + 1}/{repeats} ({t.iters} call{'s' if t.iters > 1 else ''}/sample)")
             try:
                 time.sleep(settle_s)
+                if per_call.get(name, 0.0) <= SLOW_CALL_S:
+                    for _ in range(warmup_calls):
+                        calls[name]()
                 t.samples_ms.append(_sample(calls[name], t.iters) * 1e3)
             except Exception as exc:
                 t.status, t.reason = "n/a", describe(exc)
