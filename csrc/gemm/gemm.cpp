@@ -65,6 +65,8 @@ constexpr std::size_t kL1PanelBytes = std::size_t{32} << 10;
 constexpr std::size_t kL2BlockBytes = std::size_t{1} << 20;
 constexpr std::size_t kABlockBytes = std::size_t{4} << 20;
 constexpr std::size_t kMaxKc = 512;
+// Rows ahead that pack_panels prefetches when it walks a source row by row.
+constexpr std::size_t kPackAhead = 4;
 
 // Below ~0.5 MFLOP (a few microseconds) a task is not worth waking a thread.
 constexpr double kMinTaskFlops = 1 << 19;
@@ -105,6 +107,12 @@ void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdif
       const std::size_t w = kW != 0 ? kW : width;
       for (std::size_t p = 0; p < depth; ++p) {
         const T* step = src + static_cast<std::ptrdiff_t>(p) * step_stride;
+        if (p + kPackAhead < depth) {
+          // each source row is a short run in its own page: the hardware
+          // prefetchers start too late, so ask for a later row now
+          const char* ahead = reinterpret_cast<const char*>(step + static_cast<std::ptrdiff_t>(kPackAhead) * step_stride);
+          for (std::size_t byte = 0; byte < lines * sizeof(T); byte += 64) __builtin_prefetch(ahead + byte);
+        }
         T* o = out + p * w;
         for (std::size_t q = 0; q < full; ++q, o += w * depth) std::memcpy(o, step + q * w, w * sizeof(T));
         if (rest != 0) {
