@@ -358,6 +358,22 @@ void PreparedB<T>::multiply_packed(std::size_t m, const T* packed_a, std::size_t
     const T* slice_bias = pc == 0 ? bias : nullptr;
     const T* b_slice = packed + pc * n_pad;
     const T* a_slice = packed_a + pc * tiles * mr_;
+    if (tiles > 1) {
+      // Several row tiles (the recurrent steps at batch 32: 11 + 11 + 10
+      // rows): each B panel (kb x NR, 32 KB at kb = 256) once from L2, then
+      // every row tile against it from L1; tile by tile, every panel would
+      // stream from L2 once per tile.
+      for (std::size_t jr = j0; jr < j1; jr += nr_) {
+        for (std::size_t tile = 0, ir = 0; tile < tiles; ++tile) {
+          const std::size_t mr = tile_rows(m, tile);
+          uk.fn(mr, std::min(nr_, j1 - jr), kb, a_slice + tile * mr_ * kb, b_slice + jr * kb, c + ir * ldc + jr, ldc,
+                alpha, slice_beta, slice_bias != nullptr ? slice_bias + jr : nullptr);
+          ir += mr;
+        }
+      }
+      if (k_ == 0) break;
+      continue;
+    }
     for (std::size_t tile = 0, ir = 0; tile < tiles; ++tile) {
       const std::size_t mr = tile_rows(m, tile);
       const T* panel = a_slice + tile * mr_ * kb;
