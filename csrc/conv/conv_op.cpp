@@ -716,29 +716,6 @@ const T* data_or_null(const ArrayView* v) {
   return v != nullptr ? v->as<T>() : nullptr;
 }
 
-// Whether n floats are all finite (no NaN, no Inf: an exponent of all ones),
-// as an integer OR over the bit patterns, which the compiler vectorizes.
-// Split over threads in runs of 64 K elements.
-bool all_finite(const float* p, std::size_t n) {
-  constexpr std::size_t kRun = std::size_t{1} << 16;
-  const std::size_t runs = (n + kRun - 1) / kRun;
-  std::vector<unsigned char> bad(std::max<std::size_t>(runs, 1), 0);
-  parallel_for(runs, [&](std::size_t first, std::size_t last) {
-    for (std::size_t r = first; r < last; ++r) {
-      const float* q = p + r * kRun;
-      const std::size_t m = std::min(kRun, n - r * kRun);
-      std::uint32_t special = 0;
-      for (std::size_t i = 0; i < m; ++i) {
-        std::uint32_t bits;
-        std::memcpy(&bits, q + i, sizeof bits);
-        special |= static_cast<std::uint32_t>((~bits & 0x7f800000u) == 0);
-      }
-      bad[r] = special != 0;
-    }
-  });
-  return std::none_of(bad.begin(), bad.end(), [](unsigned char b) { return b != 0; });
-}
-
 std::size_t input_elements(const ConvGeometry& g) { return g.n * g.c * g.h * g.w; }
 std::size_t output_elements(const ConvGeometry& g) { return g.n * g.o * g.oh * g.ow; }
 

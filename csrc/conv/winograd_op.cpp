@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "conv/winograd.h"
 #include "core/dispatch.h"
@@ -46,6 +47,27 @@ namespace {
 std::atomic<bool> g_winograd_allowed{true};
 }  // namespace
 
+bool all_finite(const float* p, std::size_t n) {
+  constexpr std::size_t kRun = std::size_t{1} << 16;
+  const std::size_t runs = (n + kRun - 1) / kRun;
+  std::vector<unsigned char> bad(std::max<std::size_t>(runs, 1), 0);
+  parallel_for(runs, [&](std::size_t first, std::size_t last) {
+    for (std::size_t r = first; r < last; ++r) {
+      const float* q = p + r * kRun;
+      const std::size_t m = std::min(kRun, n - r * kRun);
+      std::uint32_t special = 0;
+      for (std::size_t i = 0; i < m; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, q + i, sizeof bits);
+        special |= static_cast<std::uint32_t>((~bits & 0x7f800000u) == 0);
+      }
+      bad[r] = special != 0;
+    }
+  });
+  return std::none_of(bad.begin(), bad.end(), [](unsigned char b) { return b != 0; });
+}
+
+
 void set_winograd_allowed(bool allowed) { g_winograd_allowed.store(allowed, std::memory_order_relaxed); }
 bool winograd_allowed() { return g_winograd_allowed.load(std::memory_order_relaxed); }
 
@@ -58,22 +80,11 @@ bool winograd_applies(const ConvGeometry& g) {
 
 namespace {
 
-// Whether n floats are all finite (no NaN, no Inf: an exponent of all ones).
-bool finite_weights(const float* w, size_t n) {
-  std::uint32_t special = 0;
-  for (size_t i = 0; i < n; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, w + i, sizeof bits);
-    special |= static_cast<std::uint32_t>((~bits & 0x7f800000u) == 0);
-  }
-  return special == 0;
-}
-
 // w (O x C 3x3 filters) -> the 36 GEMM A operands U[xi] (O x C), packed.
 std::shared_ptr<WinogradFilters> transform_filters(const ConvGeometry& g, const float* w) {
   auto f = std::make_shared<WinogradFilters>();
   const size_t nf = g.o * g.c;
-  f->finite = finite_weights(w, nf * 9);
+  f->finite = all_finite(w, nf * 9);
   if (!f->finite) return f;
   // U[xi] (O x C, row-major) holds G g G^T of filter (o, c) at o * C + c.
   ScratchBuffer u_buf = acquire_scratch(kXi * nf * sizeof(float));

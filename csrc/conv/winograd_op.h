@@ -18,6 +18,12 @@ namespace nnkern::ops {
 // group, enough channels) and an AVX-512 family.
 bool winograd_applies(const ConvGeometry& g);
 
+// Whether n floats are all finite (no NaN, no Inf: an exponent of all ones),
+// as an integer OR over the bit patterns, split over threads in runs of 64 K.
+// Winograd's transforms spread a NaN or Inf over a whole tile: such data
+// takes the direct path.
+bool all_finite(const float* p, std::size_t n);
+
 // nnkern.set_conv_algorithm: "auto" allows Winograd (default), "direct" turns
 // it off (every conv then takes the GEMM or direct kernels). Process-wide.
 void set_winograd_allowed(bool allowed);

@@ -295,23 +295,4 @@ void parallel_team(std::size_t max_members, RangeFn fn) {
   p.run(Job{&member_fn, wanted, wanted, get_fp_mode(), /*claimed=*/false}, threads);
 }
 
-void SpinBarrier::wait(std::size_t members) {
-  if (members <= 1) return;
-  const std::size_t gen = generation_.load(std::memory_order_acquire);
-  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == members) {
-    arrived_.store(0, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-    return;
-  }
-  for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (spins < (1u << 11)) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
-
 }  // namespace nnkern

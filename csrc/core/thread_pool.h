@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -60,7 +61,7 @@ inline std::pair<std::size_t, std::size_t> chunk_range(std::size_t n_tasks, std:
 }
 
 // A team of threads that run at the same time, so that they may wait for each
-// other (SpinBarrier): fn(rank, size) is called once per rank in [0, size),
+// other (spin_wait on shared counters): fn(rank, size) is called once per rank in [0, size),
 // size = min(max_members, threads), each rank on its own thread. When the pool
 // is busy (another Python thread, or called from inside a chunk) the team has
 // one member, the calling thread: fn(0, 1). Work split by rank must therefore
@@ -89,18 +90,20 @@ class ScopedSerial {
   bool previous_;
 };
 
-// A reusable barrier for a team's members: wait(members) returns once
-// `members` threads (the same number at every call) have called it. Spins
-// briefly (the steps between barriers of the recurrent kernels last
-// microseconds), then yields the CPU.
-class SpinBarrier {
- public:
-  void wait(std::size_t members);
-
- private:
-  alignas(64) std::atomic<std::size_t> arrived_{0};
-  alignas(64) std::atomic<std::size_t> generation_{0};
-};
+// Waits until ready() holds: ~2 K pause instructions (the microseconds
+// between steps of the recurrent kernels), then yielding the CPU each round.
+template <class Ready>
+void spin_wait(Ready ready) {
+  for (unsigned spins = 0; !ready(); ++spins) {
+    if (spins < (1u << 11)) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
 
 // Threads used by parallel_for (caller included). Default: the CPUs in this
 // process's affinity mask. set_num_threads throws value_error unless

@@ -185,6 +185,12 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
 
   const auto& a = g.a;
   const auto& b = g.b;
+  // rows [ic, ic + mb) x depth [pc, pc + kb) of A into MR-tall panels
+  const auto pack_a_block = [&](std::size_t ic, std::size_t mb, std::size_t pc, std::size_t kb) {
+    pack_panels(mb, kb,
+                a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride + static_cast<std::ptrdiff_t>(pc) * a.col_stride,
+                a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
+  };
   if (prepacked != nullptr) {
     // B needs no packing, so each A block is packed once and multiplied by
     // every nc block of B in turn (packing per B block would repack A
@@ -194,10 +200,7 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
       const T beta = pc == 0 ? g.beta : T(1);
       for (std::size_t ic = i0; ic < i1; ic += bl.mc) {
         const std::size_t mb = std::min(bl.mc, i1 - ic);
-        pack_panels(mb, kb,
-                    a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
-                        static_cast<std::ptrdiff_t>(pc) * a.col_stride,
-                    a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
+        pack_a_block(ic, mb, pc, kb);
         for (std::size_t jc = j0; jc < j1; jc += bl.nc) {
           const std::size_t nb = std::min(bl.nc, j1 - jc);
           const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
@@ -222,10 +225,7 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
       const T* bias = pc == 0 && g.bias != nullptr ? g.bias + jc : nullptr;
       for (std::size_t ic = i0; ic < i1; ic += bl.mc) {
         const std::size_t mb = std::min(bl.mc, i1 - ic);
-        pack_panels(mb, kb,
-                    a.data + static_cast<std::ptrdiff_t>(ic) * a.row_stride +
-                        static_cast<std::ptrdiff_t>(pc) * a.col_stride,
-                    a.row_stride, a.col_stride, uk.mr, uk.pack_transpose, apack);
+        pack_a_block(ic, mb, pc, kb);
         run_kernels(uk, mb, apack, nb, bpack, kb, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta, bias);
       }
     }

@@ -5,7 +5,6 @@
 #include <memory>
 #include <atomic>
 #include <optional>
-#include <thread>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -124,20 +123,6 @@ struct MemberScratch {
   T* of(std::size_t member) const { return buf.as<T>() + member * per; }
 };
 
-// Spins until ready() holds: pause first, then yield the CPU (as SpinBarrier).
-template <class Ready>
-void spin_until(Ready ready) {
-  for (unsigned spins = 0; !ready(); ++spins) {
-    if (spins < (1u << 11)) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
-
 // The time loop as a schedule of blocks: every step of every direction is cut
 // into the same `per_dir` runs of hidden units (whole register-tile columns),
 // and every block of a step needs every block of the step before (its
@@ -171,7 +156,7 @@ struct StepSchedule {
     for (std::size_t s = 0; s < steps;) {
       const std::size_t need = s * blocks;
       if (done.load(std::memory_order_acquire) < need) {
-        spin_until([&] { return done.load(std::memory_order_acquire) >= need; });
+        spin_wait([&] { return done.load(std::memory_order_acquire) >= need; });
       }
       // reserve the own share at once (another member takes a block of it only while this one is
       // away), compute it, then any block still unclaimed, backwards from just before own0
