@@ -274,3 +274,16 @@ def test_linear_cached_weight_bits_and_in_place_changes(isa, m, k, n):
     assert np.linalg.norm(changed - expected) / np.linalg.norm(expected) <= 1e-5
     nnkern.empty_cache()
     assert np.array_equal(nnkern.linear(x, w, b), changed)
+
+
+def test_entries_are_capped():
+    # many small weights, each used twice (so each is stored): at most 256 entries stay
+    x, _, b = _data("gemm 3x3 s2")
+    rng = np.random.default_rng(9)
+    keep = []
+    for _ in range(300):
+        keep.append(rng.standard_normal(CASES["gemm 3x3 s2"][1]).astype(np.float32))
+        _forward("gemm 3x3 s2", x, keep[-1], b)
+        _forward("gemm 3x3 s2", x, keep[-1], b)
+    info = _cpu.weight_cache_info()
+    assert info["stored"] >= 300 and info["entries"] == 256

@@ -16,6 +16,10 @@ namespace {
 
 // Keys remembered as seen once (a weight is cached on its second call).
 constexpr std::size_t kSeenKeys = 64;
+// At most this many entries: a loop that draws fresh weights, which the
+// allocator often places at addresses seen before, must not fill the byte
+// limit with small stale entries.
+constexpr std::size_t kMaxEntries = 256;
 constexpr std::size_t kDefaultLimitMiB = 256;
 
 bool same_key(const WeightKey& a, const WeightKey& b) {
@@ -142,7 +146,7 @@ class Cache {
   }
 
   void evict() {
-    while (bytes_ > limit_ && !entries_.empty()) {
+    while ((bytes_ > limit_ || entries_.size() > kMaxEntries) && !entries_.empty()) {
       auto oldest = std::min_element(entries_.begin(), entries_.end(),
                                      [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
       bytes_ -= (*oldest)->bytes();

@@ -16,7 +16,8 @@
 //    on a fresh array) cost nothing and take no memory.
 //  - A rebuilt key replaces its entry; entries are evicted least recently used
 //    when their bytes (copies plus derived data) exceed the limit (256 MiB;
-//    NNKERN_WEIGHT_CACHE_MB overrides it, 0 turns the cache off).
+//    NNKERN_WEIGHT_CACHE_MB overrides it, 0 turns the cache off) or there are
+//    more than 256 of them.
 //  - An entry in use stays alive until its last user is done (shared_ptr),
 //    even if evicted meanwhile. Thread-safe.
 //  - empty_weight_cache() drops every entry (nnkern.empty_cache() calls it).

@@ -14,6 +14,7 @@
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
+#include "core/weight_cache.h"
 #include "core/workspace.h"
 #include "gemm/gemm_ukernel.h"
 
@@ -470,6 +471,25 @@ void column_sums_typed(std::size_t m, std::size_t n, const T* g, T* out) {
 void column_sums(std::size_t m, std::size_t n, const float* g, float* out) { column_sums_typed(m, n, g, out); }
 void column_sums(std::size_t m, std::size_t n, const double* g, double* out) { column_sums_typed(m, n, g, out); }
 
+template <class T>
+std::shared_ptr<const PreparedB<T>> cached_prepared_b(const MatrixRef<T>& b, std::size_t bytes, std::size_t k,
+                                                     std::size_t n, std::size_t max_m, std::uint64_t tag) {
+  WeightKey key;
+  key.data = b.data;
+  key.bytes = bytes;
+  key.params = {tag, sizeof(T), static_cast<std::uint64_t>(active_isa()), k, n, max_m,
+                static_cast<std::uint64_t>(b.row_stride), static_cast<std::uint64_t>(b.col_stride)};
+  return cached_weight_as<PreparedB<T>>(key, [&] {
+    auto prepared = std::make_shared<PreparedB<T>>(b, k, n, max_m, active_isa());
+    return Derived{prepared, prepared->bytes()};
+  });
+}
+
+template std::shared_ptr<const PreparedB<float>> cached_prepared_b(const MatrixRef<float>&, std::size_t, std::size_t,
+                                                                    std::size_t, std::size_t, std::uint64_t);
+template std::shared_ptr<const PreparedB<double>> cached_prepared_b(const MatrixRef<double>&, std::size_t,
+                                                                     std::size_t, std::size_t, std::size_t,
+                                                                     std::uint64_t);
 template class PreparedB<float>;
 template class PreparedB<double>;
 template class PreparedA<float>;

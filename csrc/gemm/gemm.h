@@ -24,6 +24,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 
 #include "core/cpu_features.h"
 #include "core/workspace.h"
@@ -154,5 +156,13 @@ class PreparedA {
   Isa isa_;
   ScratchBuffer packed_;  // slice pc at pc * m_pad_, panel r of it at + r * mr * kb
 };
+
+// A B operand of k x n elements at `data` (read through b) prepared once and
+// kept in the weight cache (core/weight_cache.h): reused while those bytes
+// compare equal. tag names the use (it keys the entry with k, n, max_m, the
+// dtype and the ISA). For weights: linear's W^T, the recurrent W_ih^T / W_hh.
+template <class T>
+std::shared_ptr<const PreparedB<T>> cached_prepared_b(const MatrixRef<T>& b, std::size_t bytes, std::size_t k,
+                                                     std::size_t n, std::size_t max_m, std::uint64_t tag);
 
 }  // namespace nnkern::gemm

@@ -7,7 +7,6 @@
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
-#include "core/weight_cache.h"
 #include "gemm/gemm.h"
 
 namespace nnkern::ops {
@@ -17,19 +16,6 @@ using gemm::GemmArgs;
 using gemm::row_major;
 
 std::size_t dim(const ArrayView& v, std::size_t d) { return static_cast<std::size_t>(v.shape[d]); }
-
-// W^T (in x out) packed once as the GEMM's B operand, kept in the weight cache.
-template <class T>
-std::shared_ptr<const gemm::PreparedB<T>> packed_weight(const T* w, std::size_t n, std::size_t k) {
-  WeightKey key;
-  key.data = w;
-  key.bytes = n * k * sizeof(T);
-  key.params = {0x4c494e31ull, sizeof(T), static_cast<std::uint64_t>(active_isa()), n, k};
-  return cached_weight_as<gemm::PreparedB<T>>(key, [&] {
-    auto b = std::make_shared<gemm::PreparedB<T>>(row_major(w, k, /*trans=*/true), k, n, 1, active_isa());
-    return Derived{b, b->bytes()};
-  });
-}
 
 template <class T>
 void linear_typed(const ArrayView& x, const ArrayView& w, const ArrayView* bias, const ArrayView& out) {
@@ -46,7 +32,8 @@ void linear_typed(const ArrayView& x, const ArrayView& w, const ArrayView* bias,
     gemm::gemm(g);  // small batches: dot products on W's rows, nothing packed
     return;
   }
-  gemm::gemm(g, *packed_weight(w.as<const T>(), g.n, g.k));
+  // W^T packed once, kept in the weight cache
+  gemm::gemm(g, *gemm::cached_prepared_b(g.b, g.n * g.k * sizeof(T), g.k, g.n, 1, 0x4c494e31ull));
 }
 
 template <class T>

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <atomic>
 #include <optional>
@@ -81,6 +82,9 @@ PointwiseFns<double> pointwise_fns<double>() {
     default: return f64_rnn_pointwise_scalar();
   }
 }
+
+// Weight-cache tags of the operands prepared from the weights.
+constexpr std::uint64_t kTagRecurrent = 0x524e4e31, kTagRecurrentBackward = 0x524e4e32, kTagProjection = 0x524e4e33;
 
 // ------------------------------------------------------------------ the team
 
@@ -228,8 +232,10 @@ struct ForwardDirection {
   const LayerArgs<T>& a;
   const DirectionData<T>& dd;
   std::size_t G, H, N, ldo, col;  // col: this direction's first column in out
-  std::vector<std::unique_ptr<PreparedB<T>>> w;  // W_hh^T, one per gate block (k = H, n = H)
-  std::unique_ptr<PreparedB<T>> w_all;           // or W_hh^T whole (k = H, n = G), for a team of one
+  // W_hh^T, one per gate block (k = H, n = H), or whole (k = H, n = G) for a
+  // team of one; from the weight cache (packed once while W_hh is unchanged)
+  std::vector<std::shared_ptr<const PreparedB<T>>> w;
+  std::shared_ptr<const PreparedB<T>> w_all;
   T* gh = nullptr;                               // gru: (N, G) hidden projection of the step
   ScratchBuffer gh_buf;
   Act act;
@@ -244,12 +250,13 @@ struct ForwardDirection {
     col = d * H;
     if (max_members == 1) {
       // one thread owns every unit: one operand over all gates (more panels per multiply)
-      w_all = std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh, 1, std::ptrdiff_t(H)}, H, G, N, active_isa());
+      w_all = gemm::cached_prepared_b(MatrixRef<T>{dd.w_hh, 1, std::ptrdiff_t(H)}, G * H * sizeof(T), H, G, N,
+                                      kTagRecurrent);
     } else {
       for (std::size_t g = 0; g < G / H; ++g) {
         // B = (block g of W_hh)^T: B(p, j) = W_hh[g*H + j, p]
-        w.push_back(std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh + g * H * H, 1, std::ptrdiff_t(H)}, H, H, N,
-                                                   active_isa()));
+        w.push_back(gemm::cached_prepared_b(MatrixRef<T>{dd.w_hh + g * H * H, 1, std::ptrdiff_t(H)},
+                                            H * H * sizeof(T), H, H, N, kTagRecurrent));
       }
     }
     if (a.mode == Mode::gru) {
@@ -282,7 +289,11 @@ struct ForwardDirection {
     g.c = dd.gates;
     g.ldc = G;
     g.bias = bias;
-    gemm::gemm(g);
+    if (g.m <= gemm::dot_rows(T())) {
+      gemm::gemm(g);  // dot products on W_ih's rows, nothing packed
+    } else {
+      gemm::gemm(g, *gemm::cached_prepared_b(g.b, G * a.input * sizeof(T), a.input, G, 1, kTagProjection));
+    }
   }
 
   std::size_t time_of(std::size_t s) const { return dd.reverse ? a.steps - 1 - s : s; }
@@ -403,7 +414,7 @@ struct BackwardDirection {
   const LayerArgs<T>& a;
   const DirectionData<T>& dd;
   std::size_t G, H, N, ldo, col;
-  std::unique_ptr<PreparedB<T>> w;  // B = W_hh (k = G, n = H)
+  std::shared_ptr<const PreparedB<T>> w;  // B = W_hh (k = G, n = H), from the weight cache
   ScratchBuffer state_buf;  // dh, dc, direct: (N, H) each
   T *dh, *dc, *direct;
   T* d_h;  // hidden-side gate gradients
@@ -416,7 +427,8 @@ struct BackwardDirection {
     ldo = H * a.dirs.size();
     col = d * H;
     // B(p, j) = W_hh[p, j], packed straight from the weights (rows of B contiguous)
-    w = std::make_unique<PreparedB<T>>(MatrixRef<T>{dd.w_hh, std::ptrdiff_t(H), 1}, G, H, N, active_isa());
+    w = gemm::cached_prepared_b(MatrixRef<T>{dd.w_hh, std::ptrdiff_t(H), 1}, G * H * sizeof(T), G, H, N,
+                                kTagRecurrentBackward);
     state_buf = acquire_scratch(std::max<std::size_t>(1, 3 * N * H) * sizeof(T));
     dh = state_buf.as<T>();
     dc = dh + N * H;
