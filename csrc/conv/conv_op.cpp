@@ -118,6 +118,10 @@ void im2col(const Plan& pl, const T* x, size_t grp, size_t r0, size_t r1, size_t
       std::fill(d, d + a, T(0));
       if (sw == 1) {
         std::memcpy(d + a, src, static_cast<size_t>(b - a) * sizeof(T));
+      } else if (sw == 2) {
+        // a constant stride: the compiler deinterleaves with vector shuffles
+        T* __restrict dst = d + a;
+        for (ptrdiff_t i = 0; i < b - a; ++i) dst[i] = src[2 * i];
       } else {
         for (ptrdiff_t i = 0; i < b - a; ++i) d[a + i] = src[i * sw];
       }
