@@ -23,3 +23,13 @@ def rng(request):
     """A generator seeded from the test's name: fresh data per test, reproducible per run."""
     import zlib
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def isa(request):
+    """The kernel family ``request.param`` selected for one test (parametrize with ``indirect=True``)."""
+    import nnkern._cpu as _cpu
+    before = _cpu.isa()
+    _cpu.select_isa(request.param)
+    yield request.param
+    _cpu.select_isa(before)

@@ -98,14 +98,6 @@ def f64(*arrays):
 
 
 @pytest.fixture
-def isa(request):
-    before = _cpu.isa()
-    _cpu.select_isa(request.param)
-    yield request.param
-    _cpu.select_isa(before)
-
-
-@pytest.fixture
 def threads():
     before = nnkern.get_num_threads()
     yield nnkern.set_num_threads

@@ -61,14 +61,6 @@ def _grad_input(case, x, w, g):
     return native.OPS["conv2d_backward"](g, x, w, s, p, d, _groups(case), (True, False, False))[0]
 
 
-@pytest.fixture
-def isa(request):
-    before = _cpu.isa()
-    _cpu.select_isa(request.param)
-    yield request.param
-    _cpu.select_isa(before)
-
-
 @pytest.fixture(autouse=True)
 def fresh_cache():
     nnkern.empty_cache()

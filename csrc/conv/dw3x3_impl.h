@@ -248,19 +248,25 @@ struct Dw3x3Impl {
     fwd_store<R, true>(acc, res, relu, out, ow, x0, om);
   }
 
+  // The first two vectors (the one ending just before the row and the one
+  // starting at column 0) of each of the R + 2 input rows of a group, for the
+  // shifted-window loops; rows outside the plane (ok[k] false) stay unread.
+  template <int R, bool AllRows>
+  static void preload_rows(const Dw3x3Geo& g, const T* const* rows, const bool* ok, vec* prev, vec* cur) {
+    const mask mp = V::mand(centre_mask(g, -L), V::last_lane()), mc = centre_mask(g, 0);
+    _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
+      if (!AllRows && !ok[k]) continue;
+      prev[k] = V::maskz(mp, rows[k] + 1 - L);
+      cur[k] = V::maskz(mc, rows[k] + 1);
+    }
+  }
+
   template <int R, bool AllRows, bool Mult>
   static void fwd_group_shifted(const Dw3x3Geo& g, const T* const* rows, const bool* ok, const vec* w, vec init,
                                 const T* res, bool relu, T* out) {
     const idx ow = static_cast<idx>(g.ow), iw = static_cast<idx>(g.iw);
     vec prev[R + 2] = {}, cur[R + 2] = {};  // rows outside the plane stay unread
-    {
-      const mask mp = V::mand(centre_mask(g, -L), V::last_lane()), mc = centre_mask(g, 0);
-      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
-        if (!AllRows && !ok[k]) continue;
-        prev[k] = V::maskz(mp, rows[k] + 1 - L);
-        cur[k] = V::maskz(mc, rows[k] + 1);
-      }
-    }
+    preload_rows<R, AllRows>(g, rows, ok, prev, cur);
     for (idx x0 = 0; x0 < ow; x0 += L) {
       // grad_input leaves out the lanes whose taps fall outside the row (a block at either end)
       if (!Mult && !(x0 - g.pl >= 0 && x0 - g.pl + 2 + L <= iw)) {
@@ -392,14 +398,7 @@ struct Dw3x3Impl {
                                   vec& accb) {
     const idx ow = static_cast<idx>(g.ow);
     vec prev[R + 2] = {}, cur[R + 2] = {};  // rows outside the plane stay unread
-    if constexpr (Taps) {
-      const mask mp = V::mand(centre_mask(g, -L), V::last_lane()), mc = centre_mask(g, 0);
-      _Pragma("GCC unroll 8") for (int k = 0; k < R + 2; ++k) {
-        if (!AllRows && !ok[k]) continue;
-        prev[k] = V::maskz(mp, rows[k] + 1 - L);
-        cur[k] = V::maskz(mc, rows[k] + 1);
-      }
-    }
+    if constexpr (Taps) preload_rows<R, AllRows>(g, rows, ok, prev, cur);
     for (idx x0 = 0; x0 < ow; x0 += L) {
       const mask om = V::lanes(0, ow - x0);
       const bool tail = x0 + L > ow;
