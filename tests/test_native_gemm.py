@@ -257,3 +257,38 @@ def test_linear_same_bits_for_any_thread_count(threads):
     for r in runs[1:]:
         for got, first in zip(r, runs[0]):
             np.testing.assert_array_equal(got, first)
+
+
+# --------------------------------------------------------------------------- PreparedA (conv weights)
+# `_cpu._test_prepared_a(a, b, c, alpha, beta, bias, isa, source)` packs a once and multiplies it by b as the
+# convolutions do. On avx512 float32, a b with contiguous rows is read in place by the strided kernel (no packing),
+# row tile by row tile ('resident') or panel by panel with the next panel prefetched ('streamed'); b with other
+# strides, and the other families, pack b. Every way must give gemm()'s bits.
+PREPARED_SHAPES = [(1, 1, 1), (13, 31, 7), (14, 32, 512), (15, 33, 513), (29, 65, 1030), (64, 200, 256),
+                   (6, 97, 25), (28, 64, 3)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("source", ["resident", "streamed"])
+def test_prepared_a_matches_gemm_bits(isa, dtype, source):
+    rng = np.random.default_rng(11)
+    for m, n, k in PREPARED_SHAPES:
+        a, b, c = operands(rng, m, n, k, dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        for alpha, beta, bb in ((1.0, 0.0, None), (0.5, -1.5, bias)):
+            want = run(a, b, c, False, False, alpha, beta, isa, bb)
+            check(want, reference(a, b, c, False, False, alpha, beta, bb), dtype)
+            # b's rows contiguous (in place on avx512), a row slice of a wider matrix (ldb > n, unaligned start),
+            # and a column-strided view (packed)
+            wide = rng.standard_normal((k, n + 37)).astype(dtype)
+            wide[:, 5:5 + n] = b
+            for bv in (b, wide[:, 5:5 + n], np.asfortranarray(b)):
+                got = _cpu._test_prepared_a(a, bv, c, alpha, beta, bb, isa, source)
+                assert np.array_equal(got, want), (m, n, k, alpha, beta)
+
+
+def test_prepared_a_rejects_bad_source():
+    a = np.ones((2, 2), np.float32)
+    with pytest.raises(ValueError, match="source"):
+        _cpu._test_prepared_a(a, a, a, 1.0, 0.0, None, ISAS[0], "sideways")

@@ -166,6 +166,54 @@ py::array test_gemm(const py::array& a, const py::array& b, const py::array& c_i
   return c;
 }
 
+template <class T>
+void test_prepared_a_typed(const py::array& a, const py::array& b, py::array& c, double alpha, double beta,
+                           const py::object& bias_in, Isa isa, gemm::BSource source) {
+  const auto m = static_cast<std::size_t>(c.shape(0)), n = static_cast<std::size_t>(c.shape(1));
+  const auto k = static_cast<std::size_t>(a.shape(1));
+  if (static_cast<std::size_t>(a.shape(0)) != m || static_cast<std::size_t>(b.shape(0)) != k ||
+      static_cast<std::size_t>(b.shape(1)) != n) {
+    throw value_error("_test_prepared_a: a @ b does not match c's shape");
+  }
+  py::array bias;
+  const T* bias_ptr = nullptr;
+  if (!bias_in.is_none()) {
+    bias = c_contiguous(bias_in.cast<py::array>());
+    if (bias.ndim() != 1 || static_cast<std::size_t>(bias.shape(0)) != n) {
+      throw value_error("_test_prepared_a: bias must have c.shape[1] elements");
+    }
+    bias_ptr = static_cast<const T*>(bias.data());
+  }
+  run_native([&] {
+    const gemm::PreparedA<T> prepared(operand<T>(a, false), m, k, isa);
+    ScratchBuffer scratch = acquire_scratch(prepared.scratch_elements(n) * sizeof(T));
+    prepared.multiply(n, operand<T>(b, false), static_cast<T*>(c.mutable_data()), n, static_cast<T>(alpha),
+                      static_cast<T>(beta), bias_ptr, scratch.as<T>(), source);
+  });
+}
+
+// alpha * a @ b + beta * c (+ bias) through gemm::PreparedA (a packed once,
+// then multiplied on this thread), in a fresh array; b keeps its strides.
+py::array test_prepared_a(const py::array& a, const py::array& b, const py::array& c_in, double alpha, double beta,
+                          const py::object& bias, const std::string& isa_name_in, const std::string& source) {
+  const Dtype dtype = float_dtype(c_in, "_test_prepared_a", "c");
+  same_dtype(dtype, a, "_test_prepared_a", "a", "c");
+  same_dtype(dtype, b, "_test_prepared_a", "b", "c");
+  if (a.ndim() != 2 || b.ndim() != 2 || c_in.ndim() != 2) throw value_error("_test_prepared_a: a, b, c must be 2-D");
+  if (source != "resident" && source != "streamed") {
+    throw value_error("_test_prepared_a: source must be 'resident' or 'streamed', got '" + source + "'");
+  }
+  const gemm::BSource src = source == "resident" ? gemm::BSource::resident : gemm::BSource::streamed;
+  const Isa isa = isa_named(isa_name_in);
+  py::array c = py::module_::import("numpy").attr("array")(c_in, py::arg("order") = "C");  // a copy
+  if (dtype == Dtype::f32) {
+    test_prepared_a_typed<float>(a, b, c, alpha, beta, bias, isa, src);
+  } else {
+    test_prepared_a_typed<double>(a, b, c, alpha, beta, bias, isa, src);
+  }
+  return c;
+}
+
 }  // namespace
 
 void bind_gemm(py::module_& m) {
@@ -176,6 +224,10 @@ void bind_gemm(py::module_& m) {
   m.def("_test_gemm", &test_gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a"), py::arg("trans_b"),
         py::arg("alpha"), py::arg("beta"), py::arg("bias") = py::none(), py::arg("isa"),
         "alpha * op(a) @ op(b) + beta * c (+ bias) with the given kernel family (edge-case tests).");
+  m.def("_test_prepared_a", &test_prepared_a, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
+        py::arg("beta"), py::arg("bias") = py::none(), py::arg("isa"), py::arg("source") = "resident",
+        "alpha * a @ b + beta * c (+ bias) through a prepared (packed once) a, with the given kernel family and B "
+        "source ('resident' or 'streamed'): edge-case tests.");
 }
 
 }  // namespace nnkern::bindings

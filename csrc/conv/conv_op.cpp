@@ -283,8 +283,10 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
     const size_t n0 = q0 / pl.p;
     const bool one_image = n0 == (q1 - 1) / pl.p;
     gemm::MatrixRef<T> b;
+    gemm::BSource source = gemm::BSource::resident;
     if (pl.direct_1x1 && one_image) {
       b = gemm::row_major(x + (n0 * g.c + grp * pl.cg) * pl.hw + q0 % pl.p, pl.hw);
+      source = gemm::BSource::streamed;
     } else {
       im2col(pl, x, grp, 0, pl.k, q0, q1, col_buf);
       b = gemm::row_major(col_buf, cols);
@@ -295,7 +297,7 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
       c = out + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p;
       ldc = pl.p;
     }
-    packed->groups[grp]->multiply(cols, b, c, ldc, T(1), T(0), nullptr, b_buf);
+    packed->groups[grp]->multiply(cols, b, c, ldc, T(1), T(0), nullptr, b_buf, source);
     epilogue(pl, c, ldc, pl.og, grp * pl.og, q0, q1, bias, residual, relu, out);
   });
 }

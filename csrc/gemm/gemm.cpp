@@ -28,6 +28,7 @@ struct GemmKernel {
   PackTransposeFn<T> pack_transpose;  // null: the portable loop
   GemmDotFn<T> dot;                   // null: small m takes the packed path too
   GemmWideFn<T> wide = nullptr;       // null: 1-2 row tiles run one panel at a time
+  GemmStridedFn<T> strided = nullptr; // null: B is always packed
 };
 
 // Rows up to which `dot` replaces the packed path (when B = W^T with W's rows
@@ -43,7 +44,8 @@ const GemmConfig kGemm = {
     {{f32_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
      {NNKERN_X86_ONLY(f32_gemm_6x16_avx2), 6, 16, nullptr, nullptr},
      {NNKERN_X86_ONLY(f32_gemm_14x32_avx512), 14, 32, NNKERN_X86_ONLY(f32_pack_transpose_avx512),
-      NNKERN_X86_ONLY(f32_gemm_dot_4_avx512), NNKERN_X86_ONLY(f32_gemm_2x128_avx512)}},
+      NNKERN_X86_ONLY(f32_gemm_dot_4_avx512), NNKERN_X86_ONLY(f32_gemm_2x128_avx512),
+      NNKERN_X86_ONLY(f32_gemm_14x32_strided_avx512)}},
     {{f64_gemm_4x4_scalar, 4, 4, nullptr, nullptr},
      {NNKERN_X86_ONLY(f64_gemm_6x8_avx2), 6, 8, nullptr, nullptr},
      {NNKERN_X86_ONLY(f64_gemm_14x16_avx512), 14, 16, nullptr, nullptr}},
@@ -426,10 +428,42 @@ std::size_t PreparedA<T>::scratch_elements(std::size_t n) const {
 
 template <class T>
 void PreparedA<T>::multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::size_t ldc, T alpha, T beta,
-                            const T* bias, T* scratch) const {
+                            const T* bias, T* scratch, BSource source) const {
   if (m_ == 0 || n == 0) return;
   const GemmKernel<T> uk = kernel_for(isa_, T());
   const T* packed = packed_.as<T>();
+  if (uk.strided != nullptr && b.col_stride == 1 && b.row_stride >= 0 && k_ != 0) {
+    // B's rows contiguous: no copy into panels; the kernel reads B's rows in
+    // place. Each element: the kc slices in ascending order, one FMA chain
+    // each, as in the packed loop below (the same bits).
+    const auto ldb = static_cast<std::size_t>(b.row_stride);
+    const auto tile = [&](std::size_t ir, std::size_t jr, std::size_t pc, const T* b_next) {
+      const std::size_t kb = std::min(kc_, k_ - pc);
+      uk.strided(std::min(uk.mr, m_ - ir), std::min(uk.nr, n - jr), kb, packed + pc * m_pad_ + ir * kb,
+                 b.data + pc * ldb + jr, ldb, b_next, c + ir * ldc + jr, ldc, alpha, pc == 0 ? beta : T(1),
+                 pc == 0 && bias != nullptr ? bias + jr : nullptr);
+    };
+    if (source == BSource::resident) {
+      // B in L2 (just written): row tile by row tile, as the packed loop
+      // (the A panel stays in L1, the B panels stream from L2).
+      for (std::size_t pc = 0; pc < k_; pc += kc_) {
+        for (std::size_t ir = 0; ir < m_; ir += uk.mr) {
+          for (std::size_t jr = 0; jr < n; jr += uk.nr) tile(ir, jr, pc, nullptr);
+        }
+      }
+    } else {
+      // B in memory, read once: panel by panel, every kc slice of it, every
+      // row tile. The first row tile brings the panel in and fetches the
+      // next one into L2 meanwhile; the others find it in L1/L2.
+      for (std::size_t jr = 0; jr < n; jr += uk.nr) {
+        for (std::size_t pc = 0; pc < k_; pc += kc_) {
+          const T* b_next = jr + uk.nr < n ? b.data + pc * ldb + jr + uk.nr : nullptr;
+          for (std::size_t ir = 0; ir < m_; ir += uk.mr) tile(ir, jr, pc, ir == 0 ? b_next : nullptr);
+        }
+      }
+    }
+    return;
+  }
   for (std::size_t jc = 0; jc < n; jc += nc_) {
     const std::size_t nb = std::min(nc_, n - jc);
     for (std::size_t pc = 0; pc == 0 || pc < k_; pc += kc_) {

@@ -135,8 +135,16 @@ class PreparedB {
 //   multiply: C = alpha * A * B + beta * C (+ bias[j]), B k x n (any strides)
 //
 // on the calling thread; scratch holds scratch_elements(n) elements (B's
-// packed block). Each element of C is the FMA chain gemm() computes: the same
+// packed block; unused when the kernel family reads B's rows in place). Each element of C is the FMA chain gemm() computes: the same
 // bits as gemm() with the same kernel family, whatever n or the tiling.
+// Where the B operand of PreparedA::multiply comes from, when the kernel
+// family reads B in place (its rows contiguous): this sets the loop order.
+//  - resident: B was just written and sits in L2 (an im2col tile, Winograd's
+//    transformed input): row tile by row tile, each A panel held in L1.
+//  - streamed: B is read from memory once (a 1x1 convolution's input
+//    planes): panel by panel, the next panel fetched while this one computes.
+enum class BSource { resident, streamed };
+
 template <class T>
 class PreparedA {
  public:
@@ -149,7 +157,7 @@ class PreparedA {
   std::size_t bytes() const { return packed_.capacity(); }
   std::size_t scratch_elements(std::size_t n) const;
   void multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::size_t ldc, T alpha, T beta, const T* bias,
-                T* scratch) const;
+                T* scratch, BSource source = BSource::resident) const;
 
  private:
   std::size_t m_, k_, m_pad_ = 0, kc_ = 1, nc_ = 1;

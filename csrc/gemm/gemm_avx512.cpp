@@ -47,14 +47,25 @@ struct Zmm<double> {
 };
 
 constexpr std::size_t kPrefetchSteps = 48;
+constexpr std::size_t kStridedAhead = 16;
 
 // ROWS rows of C from an A panel packed MR rows wide (ROWS <= MR): a tile
 // with fewer rows than the panel does only the FMAs it stores.
-template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV>
+//
+// STRIDED: B is read in place, row p of the panel at b + p * ldb (any
+// alignment; columns past nr are not read), and when b_next is not null the
+// same rows of the next panel are fetched into L2 as the FMAs run (the first
+// row tile over a panel streams it from memory or L3; the next tiles find it
+// in L1 or L2). Otherwise b is a packed panel (b_next and ldb unused).
+template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV, bool STRIDED = false>
 void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
-               const T* bias) {
+               const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
   using Z = Zmm<T>;
   constexpr std::size_t NR = NV * Z::kLanes;
+  typename Z::Mask m[NV];
+#pragma GCC unroll 4
+  for (std::size_t j = 0; j < NV; ++j) m[j] = Z::mask(nr > j * Z::kLanes ? nr - j * Z::kLanes : 0);
+  const std::size_t b_step = STRIDED ? ldb : NR;
   // The C tile is read (beta != 0) and written after the k loop; its rows are
   // ldc apart, often a multiple of 4 KiB, so they compete for a few L1 sets
   // and are usually evicted between visits: fetch them while the FMAs run.
@@ -70,15 +81,31 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
     for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::zero();
   }
 #pragma GCC unroll 4
-  for (std::size_t p = 0; p < kc; ++p, a += MR, b += NR) {
+  for (std::size_t p = 0; p < kc; ++p, a += MR, b += b_step) {
     // A panels stream from L3 when A is large and B narrow (a cached packed
     // weight against few columns: Winograd's 36 GEMMs of a 7x7 layer): fetch
     // 48 steps (2.7 KB for 14 rows) ahead; without it that case ran at half
     // the speed of the same GEMM with A in L2 (bench/NOTES.md).
     _mm_prefetch(reinterpret_cast<const char*>(a + kPrefetchSteps * MR), _MM_HINT_T0);
     typename Z::V bv[NV];
+    if constexpr (STRIDED) {
+      if (b_next != nullptr) {
+        const char* next = reinterpret_cast<const char*>(b_next + p * ldb);
+        _mm_prefetch(next, _MM_HINT_T1);
+        _mm_prefetch(next + NR * sizeof(T) - 1, _MM_HINT_T1);
+      }
+      // this panel's rows, a few steps ahead: they are ldb apart, beyond
+      // the hardware prefetchers, and mostly in L2 (a panel of rows a
+      // multiple of 256 bytes apart does not stay in L1's few sets)
+      const char* ahead = reinterpret_cast<const char*>(b + kStridedAhead * ldb);
+      _mm_prefetch(ahead, _MM_HINT_T0);
+      _mm_prefetch(ahead + NR * sizeof(T) - 1, _MM_HINT_T0);
 #pragma GCC unroll 4
-    for (std::size_t j = 0; j < NV; ++j) bv[j] = Z::load(b + j * Z::kLanes);
+      for (std::size_t j = 0; j < NV; ++j) bv[j] = Z::load(m[j], b + j * Z::kLanes);
+    } else {
+#pragma GCC unroll 4
+      for (std::size_t j = 0; j < NV; ++j) bv[j] = Z::load(b + j * Z::kLanes);
+    }
 #pragma GCC unroll 16
     for (std::size_t i = 0; i < ROWS; ++i) {
       const typename Z::V ai = Z::set1(a[i]);
@@ -87,11 +114,9 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
     }
   }
 
-  typename Z::Mask m[NV];
   typename Z::V bias_v[NV];
 #pragma GCC unroll 4
   for (std::size_t j = 0; j < NV; ++j) {
-    m[j] = Z::mask(nr > j * Z::kLanes ? nr - j * Z::kLanes : 0);
     bias_v[j] = bias != nullptr ? Z::load(m[j], bias + j * Z::kLanes) : Z::zero();
   }
   const typename Z::V alpha_v = Z::set1(alpha), beta_v = Z::set1(beta);
@@ -165,13 +190,15 @@ void gemm_wide_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, std:
 }
 
 // mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
-template <class T, std::size_t MR, std::size_t NV, std::size_t ROWS = MR>
+template <class T, std::size_t MR, std::size_t NV, bool STRIDED = false, std::size_t ROWS = MR>
 void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
-               T alpha, T beta, const T* bias) {
+               T alpha, T beta, const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
   if constexpr (ROWS > 1) {
-    if (mr < ROWS) return gemm_tile<T, MR, NV, ROWS - 1>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+    if (mr < ROWS) {
+      return gemm_tile<T, MR, NV, STRIDED, ROWS - 1>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
+    }
   }
-  gemm_rows<T, ROWS, MR, NV>(nr, kc, a, b, c, ldc, alpha, beta, bias);
+  gemm_rows<T, ROWS, MR, NV, STRIDED>(nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
 }
 
 // Transposes 16 rows of 16 floats in registers: three rounds of shuffles
@@ -278,6 +305,12 @@ void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float*
 void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
                            std::size_t ldc, float alpha, float beta, const float* bias) {
   gemm_tile<float, 14, 2>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+void f32_gemm_14x32_strided_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
+                                   std::size_t ldb, const float* b_next, float* c, std::size_t ldc, float alpha,
+                                   float beta, const float* bias) {
+  gemm_tile<float, 14, 2, true>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
 }
 
 void f32_gemm_2x128_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,

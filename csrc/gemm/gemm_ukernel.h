@@ -38,6 +38,21 @@ void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const
 void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
                            double* c, std::size_t ldc, double alpha, double beta, const double* bias);
 
+// The 14x32 kernel with B read in place instead of packed: row p of the
+// kc x nr panel at b + p * ldb (any alignment; columns past nr are not read).
+// When b_next is not null, the same kc rows of the next panel (b_next + p *
+// ldb, NR columns) are fetched into L2 as the FMAs run. The same FMA chains,
+// so the same bits, as the packed kernel. It spares the copy of B into
+// panels where B's rows are contiguous: the input planes of a 1x1
+// convolution, an im2col tile.
+template <class T>
+using GemmStridedFn = void (*)(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b,
+                               std::size_t ldb, const T* b_next, T* c, std::size_t ldc, T alpha, T beta,
+                               const T* bias);
+void f32_gemm_14x32_strided_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
+                                   std::size_t ldb, const float* b_next, float* c, std::size_t ldc, float alpha,
+                                   float beta, const float* bias);
+
 // One or two rows against up to four consecutive packed B panels of the
 // 14x32 kernel (panel q at b + q * b_stride), nr <= 128 columns: the same
 // bits as four 14x32 calls, with four times the independent FMA chains
