@@ -54,9 +54,9 @@ constexpr std::size_t kStridedAhead = 16;
 //
 // STRIDED: B is read in place, row p of the panel at b + p * ldb (any
 // alignment; columns past nr are not read), and when b_next is not null the
-// same rows of the next panel are fetched into L2 as the FMAs run (the first
-// row tile over a panel streams it from memory or L3; the next tiles find it
-// in L1 or L2). Otherwise b is a packed panel (b_next and ldb unused).
+// same rows of the next panel are fetched as the FMAs run (the first row
+// tile over a panel streams it from memory or L3; the next tiles find it in
+// L1 or L2). Otherwise b is a packed panel (b_next and ldb unused).
 template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV, bool STRIDED = false>
 void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
                const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
@@ -91,8 +91,8 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
     if constexpr (STRIDED) {
       if (b_next != nullptr) {
         const char* next = reinterpret_cast<const char*>(b_next + p * ldb);
-        _mm_prefetch(next, _MM_HINT_T1);
-        _mm_prefetch(next + NR * sizeof(T) - 1, _MM_HINT_T1);
+        _mm_prefetch(next, _MM_HINT_T0);
+        _mm_prefetch(next + NR * sizeof(T) - 1, _MM_HINT_T0);
       }
       // this panel's rows, a few steps ahead: they are ldb apart, beyond
       // the hardware prefetchers, and mostly in L2 (a panel of rows a

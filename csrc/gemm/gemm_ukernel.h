@@ -41,7 +41,7 @@ void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const
 // The 14x32 kernel with B read in place instead of packed: row p of the
 // kc x nr panel at b + p * ldb (any alignment; columns past nr are not read).
 // When b_next is not null, the same kc rows of the next panel (b_next + p *
-// ldb, NR columns) are fetched into L2 as the FMAs run. The same FMA chains,
+// ldb, NR columns) are prefetched as the FMAs run. The same FMA chains,
 // so the same bits, as the packed kernel. It spares the copy of B into
 // panels where B's rows are contiguous: the input planes of a 1x1
 // convolution, an im2col tile.
