@@ -61,6 +61,10 @@ CASES = {
     "channel multiplier 7, s2 narrow": (1, 1, 9, 20, 7, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
     "channel multiplier 2, d2": (2, 3, 12, 40, 6, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 3),
     "channel multiplier 3, 17 wide": (3, 2, 7, 17, 6, 2, 3, (1, 1), (0, 1, 1, 1), (1, 1), 2),
+    # the whole-plane weight gradient (AVX-512): taps in chunks of 8 (kw 11: two chunks), strides, LeNet's conv1
+    "channel multiplier, 1x11 kernel": (2, 2, 5, 37, 4, 1, 11, (1, 1), (0, 0, 5, 4), (1, 1), 2),
+    "channel multiplier, 2x9 kernel s2 d2": (2, 1, 9, 41, 3, 2, 9, (2, 2), (1, 0, 3, 2), (1, 2), 1),
+    "lenet conv1 shape": (3, 1, 32, 32, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "winograd odd sizes, C/O not /16": (2, 20, 13, 11, 18, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "winograd unpadded, batch 1": (1, 16, 9, 22, 17, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "winograd asymmetric padding": (3, 24, 7, 7, 32, 3, 3, (1, 1), (2, 0, 0, 2), (1, 1), 1),

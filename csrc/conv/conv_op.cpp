@@ -466,6 +466,12 @@ conv::DwconvRowFn<float> dw_row(float) { return kDwconv.f32_row.active(); }
 conv::DwconvRowFn<double> dw_row(double) { return conv::f64_dwconv_row_scalar; }
 conv::DwconvWgradRowFn<float> dw_wgrad(float) { return kDwconv.f32_wgrad.active(); }
 conv::DwconvWgradRowFn<double> dw_wgrad(double) { return conv::f64_dwconv_wgrad_row_scalar; }
+// The whole-plane weight-gradient kernel, or null: then dw_wgrad row by row.
+using DwWgradPlaneFn = void (*)(const conv::DwWgradPlane&, const float*, const float*, float*);
+DwWgradPlaneFn dw_wgrad_plane(float) {
+  return active_isa() == Isa::avx512 ? NNKERN_X86_ONLY(conv::f32_dwconv_wgrad_plane_avx512) : nullptr;
+}
+void (*dw_wgrad_plane(double))(const conv::DwWgradPlane&, const double*, const double*, double*) { return nullptr; }
 
 // dst (ph x pw) = src (h x w) moved down by `top` rows and right by `left`
 // columns (negative: cropped), zeros elsewhere.
@@ -598,6 +604,8 @@ void dwconv_grad_weight(const Plan& pl, const T* go, const T* x, T* gw) {
   const size_t taps = g.kh * g.kw;
   const DwPadded pd(g);
   const auto kernel = dw_wgrad(T());
+  const auto plane_kernel = dw_wgrad_plane(T());
+  const conv::DwWgradPlane plane{g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, pd.pw};
   parallel_for(g.o, [&](size_t first, size_t last) {
     ScratchBuffer scratch = acquire_scratch((pd.ph * pd.pw + taps) * sizeof(T));
     T* const pad = scratch.as<T>();
@@ -611,9 +619,13 @@ void dwconv_grad_weight(const Plan& pl, const T* go, const T* x, T* gw) {
         pad_plane(x + (n * g.c + c) * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl),
                   pd.ph, pd.pw, pad);
         std::fill_n(part, taps, T(0));
-        for (size_t oy = 0; oy < g.oh; ++oy) {
-          for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
-          kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), go + ((n * g.o + o) * g.oh + oy) * g.ow, part);
+        if (plane_kernel != nullptr) {
+          plane_kernel(plane, pad, go + (n * g.o + o) * pl.p, part);
+        } else {
+          for (size_t oy = 0; oy < g.oh; ++oy) {
+            for (size_t i = 0; i < g.kh; ++i) rows[i] = pad + (oy * g.sh + i * g.dh) * pd.pw;
+            kernel(g.ow, g.kh, g.kw, g.sw, g.dw, rows.data(), go + ((n * g.o + o) * g.oh + oy) * g.ow, part);
+          }
         }
         for (size_t k = 0; k < taps; ++k) acc[k] += static_cast<double>(part[k]);
       }

@@ -40,6 +40,17 @@ void f32_dwconv_rows_avx512(std::size_t ow, std::size_t kh, std::size_t kw, std:
                             const float* const* rows, const float* w, std::size_t channels, const float* init,
                             float* const* out);
 
+// The weight gradient of one channel over a whole padded plane: sums[i*kw +
+// j] += sum over output rows oy and pixels x of g[oy*ow + x] *
+// pad[(oy*sh + i*dh) * pw + x*sw + j*dw]. Each tap is one vector of
+// lane-partial sums over the whole plane, reduced once at the end (per row,
+// the reductions cost more than the FMAs: LeNet's 28-pixel rows). AVX-512
+// only; other families call dwconv_wgrad_row per output row.
+struct DwWgradPlane {
+  std::size_t oh, ow, kh, kw, sh, sw, dh, dw, pw;
+};
+void f32_dwconv_wgrad_plane_avx512(const DwWgradPlane& p, const float* pad, const float* g, float* sums);
+
 NNKERN_DECLARE_DWCONV(float, f32, scalar)
 NNKERN_DECLARE_DWCONV(double, f64, scalar)
 NNKERN_DECLARE_DWCONV(float, f32, avx2)

@@ -103,4 +103,62 @@ void f32_dwconv_wgrad_row_avx512(std::size_t ow, std::size_t kh, std::size_t kw,
   }
 }
 
+namespace {
+
+// kTaps consecutive taps j0 .. j0 + kTaps - 1 of kernel row i, summed over
+// every output row and pixel of the plane in kTaps vector accumulators
+// (a compile-time count, so that they stay in registers).
+template <std::size_t kTaps, bool kUnit>
+void wgrad_taps(const DwWgradPlane& p, const float* pad, const float* g, std::size_t i, std::size_t j0, __m512i idx,
+                float* sums) {
+  __m512 acc[kTaps];
+  for (std::size_t t = 0; t < kTaps; ++t) acc[t] = _mm512_setzero_ps();
+  for (std::size_t oy = 0; oy < p.oh; ++oy) {
+    const float* row = pad + (oy * p.sh + i * p.dh) * p.pw + j0 * p.dw;
+    const float* grow = g + oy * p.ow;
+    for (std::size_t x = 0; x < p.ow; x += 16) {
+      const __mmask16 m = lanes(p.ow - x);
+      const __m512 gv = _mm512_maskz_loadu_ps(m, grow + x);
+      const float* r = row + x * p.sw;
+      for (std::size_t t = 0; t < kTaps; ++t) {
+        const __m512 xv = kUnit ? _mm512_maskz_loadu_ps(m, r + t * p.dw)
+                                : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, r + t * p.dw, 4);
+        acc[t] = _mm512_fmadd_ps(gv, xv, acc[t]);
+      }
+    }
+  }
+  for (std::size_t t = 0; t < kTaps; ++t) sums[t] += _mm512_reduce_add_ps(acc[t]);
+}
+
+template <bool kUnit>
+void wgrad_row_of_taps(const DwWgradPlane& p, const float* pad, const float* g, std::size_t i, __m512i idx,
+                       float* sums) {
+  std::size_t j0 = 0;
+  for (; j0 + 8 <= p.kw; j0 += 8) wgrad_taps<8, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+  switch (p.kw - j0) {
+    case 7: return wgrad_taps<7, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    case 6: return wgrad_taps<6, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    case 5: return wgrad_taps<5, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    case 4: return wgrad_taps<4, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    case 3: return wgrad_taps<3, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    case 2: return wgrad_taps<2, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    case 1: return wgrad_taps<1, kUnit>(p, pad, g, i, j0, idx, sums + j0);
+    default: return;
+  }
+}
+
+}  // namespace
+
+void f32_dwconv_wgrad_plane_avx512(const DwWgradPlane& p, const float* pad, const float* g, float* sums) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(p.sw)));
+  for (std::size_t i = 0; i < p.kh; ++i) {
+    if (p.sw == 1) {
+      wgrad_row_of_taps<true>(p, pad, g, i, idx, sums + i * p.kw);
+    } else {
+      wgrad_row_of_taps<false>(p, pad, g, i, idx, sums + i * p.kw);
+    }
+  }
+}
+
 }  // namespace nnkern::conv
