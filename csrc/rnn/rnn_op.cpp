@@ -325,10 +325,19 @@ struct ForwardDirection {
     const std::size_t ld_next = last ? H : step(H);
     T* out = a.out + row(t, 0) * ldo + col;
     if (w_all && u0 == 0 && u1 == H) {
-      if (a.mode == Mode::gru) {
-        w_all->multiply_packed(N, packed, 0, G, gh, G, T(1), T(0), dd.b_hh);
-      } else {
-        w_all->multiply_packed(N, packed, 0, G, gates, step(G), T(1), T(1), nullptr);
+      // In runs of the small-batch kernel's width, ascending on even steps and descending on
+      // odd ones: at batch 1-2 W_hh^T is streamed whole every step (64 KB for L2's 64 x 256,
+      // more than L1), and the runs the step before touched last are still in L1 when this
+      // step starts with them. The runs' order does not change any element's bits.
+      const std::size_t run = N <= gemm::kWideMaxRows ? gemm::kWidePanels * w_all->column_align() : G;
+      const std::size_t runs = (G + run - 1) / run;
+      for (std::size_t r = 0; r < runs; ++r) {
+        const std::size_t j0 = (s % 2 == 0 ? r : runs - 1 - r) * run, j1 = std::min(G, j0 + run);
+        if (a.mode == Mode::gru) {
+          w_all->multiply_packed(N, packed, j0, j1, gh, G, T(1), T(0), dd.b_hh);
+        } else {
+          w_all->multiply_packed(N, packed, j0, j1, gates, step(G), T(1), T(1), nullptr);
+        }
       }
     } else if (a.mode == Mode::gru) {
       for (std::size_t g = 0; g < 3; ++g) {
@@ -349,8 +358,12 @@ struct ForwardDirection {
           T* c_next = last ? dd.c_last + n * H : dd.cprev + row(time_of(s + 1), n) * H;
           const T* cp = dd.cprev + row(t, n) * H;
           T* tc = dd.tanh_c + row(t, n) * H;
-          act.sigmoid(U, gr + u0);
-          act.sigmoid(U, gr + H + u0);
+          if (U == H) {
+            act.sigmoid(2 * H, gr);  // i and f at once
+          } else {
+            act.sigmoid(U, gr + u0);
+            act.sigmoid(U, gr + H + u0);
+          }
           act.tanh(U, gr + 2 * H + u0);
           act.sigmoid(U, gr + 3 * H + u0);
           pw.lstm_state(U, gr + u0, gr + H + u0, gr + 2 * H + u0, cp + u0, c_next + u0);
