@@ -478,11 +478,7 @@ struct BackwardDirection {
   void sum_bias(T* acc, const T* src, std::size_t t, std::size_t u0, std::size_t u1) const {
     for (std::size_t n = 0; n < N; ++n) {
       const T* r = src + row(t, n) * G;
-      for (std::size_t g = 0; g < G; g += H) {
-        T* __restrict out = acc + g;
-        const T* __restrict in = r + g;
-        for (std::size_t j = u0; j < u1; ++j) out[j] += in[j];
-      }
+      for (std::size_t g = 0; g < G; g += H) pw.accumulate(u1 - u0, acc + g + u0, r + g + u0);
     }
   }
 
@@ -507,9 +503,10 @@ struct BackwardDirection {
     }
     const std::size_t t = time_of(s);
     for (std::size_t n = 0; n < N; ++n) {
-      const T* go = a.grad_out != nullptr ? a.grad_out + row(t, n) * ldo + col : nullptr;
-      for (std::size_t j = u0; j < u1; ++j) {
-        dh[n * H + j] = direct[n * H + j] + (go != nullptr ? go[j] : T(0));
+      if (a.grad_out != nullptr) {
+        pw.add(u1 - u0, direct + n * H + u0, a.grad_out + row(t, n) * ldo + col + u0, dh + n * H + u0);
+      } else {
+        std::copy(direct + n * H + u0, direct + n * H + u1, dh + n * H + u0);
       }
     }
     if (s > 0) w->multiply_packed(N, packed, u0, u1, dh, H, T(1), T(1), nullptr);
@@ -547,7 +544,7 @@ struct BackwardDirection {
       }
       if (a.mode != Mode::gru) {
         // nothing bypasses W_hh: the next dh starts from the output gradient alone
-        for (std::size_t j = u0; j < u1; ++j) direct[n * H + j] = T(0);
+        std::fill(direct + n * H + u0, direct + n * H + u1, T(0));
       }
     }
   }
