@@ -209,6 +209,18 @@ void run_team(const std::vector<std::unique_ptr<Direction>>& dirs, std::size_t s
               const MemberScratch<T>& scratch) {
   const std::size_t D = dirs.size();
   const std::size_t H = dirs[0]->H;
+  if (max_members == 1) {
+    // A team of one (the batch-1 latency rows): every step whole, in order, without the
+    // schedule's claims and counters (~3% of L2's native time in perf). Same bits.
+    for (std::size_t s = 0; s < steps; ++s) {
+      for (std::size_t d = 0; d < D; ++d) {
+        T* own = scratch.of(d);
+        dirs[d]->pack(s, own);
+        if (H > 0) dirs[d]->block(s, 0, H, own);
+      }
+    }
+    return;
+  }
   const std::size_t per_dir = blocks_per_dir(H, dirs[0]->align(), dirs[0]->N, D, max_members);
   StepSchedule schedule(steps, D, per_dir);
   parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
