@@ -6,6 +6,7 @@
 #include <memory>
 #include <atomic>
 #include <optional>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -43,7 +44,14 @@ const PerIsa<F32Activations> kF32Act = {
 // float32, the C library (as the NumPy reference: sigmoid = tanh form) for float64.
 struct Act {
   F32Activations f32 = kF32Act.active();
-  void sigmoid(std::size_t n, float* x) const { f32.sigmoid(n, x, x); }
+  void (*sigmoid_f32)(std::size_t, float*) = nullptr;  // the family's in-place one (PointwiseFns), or null
+  void sigmoid(std::size_t n, float* x) const {
+    if (sigmoid_f32 != nullptr) {
+      sigmoid_f32(n, x);
+    } else {
+      f32.sigmoid(n, x, x);
+    }
+  }
   void tanh(std::size_t n, float* x) const { f32.tanh(n, x, x); }
   void tanh(std::size_t n, const float* x, float* y) const { f32.tanh(n, x, y); }
   void sigmoid(std::size_t n, double* x) const {
@@ -209,6 +217,18 @@ void run_team(const std::vector<std::unique_ptr<Direction>>& dirs, std::size_t s
               const MemberScratch<T>& scratch) {
   const std::size_t D = dirs.size();
   const std::size_t H = dirs[0]->H;
+  if (max_members == 1) {
+    // A team of one (the batch-1 latency rows): every step whole, in order, without the
+    // schedule's claims and counters (~3% of L2's native time in perf). Same bits.
+    for (std::size_t s = 0; s < steps; ++s) {
+      for (std::size_t d = 0; d < D; ++d) {
+        T* own = scratch.of(d);
+        dirs[d]->pack(s, own);
+        if (H > 0) dirs[d]->block(s, 0, H, own);
+      }
+    }
+    return;
+  }
   const std::size_t per_dir = blocks_per_dir(H, dirs[0]->align(), dirs[0]->N, D, max_members);
   StepSchedule schedule(steps, D, per_dir);
   parallel_team(max_members, [&](std::size_t rank, std::size_t size) {
@@ -248,6 +268,7 @@ struct ForwardDirection {
     G = H * gate_count(a.mode);
     ldo = H * a.dirs.size();
     col = d * H;
+    if constexpr (std::is_same_v<T, float>) act.sigmoid_f32 = pw.sigmoid;
     if (max_members == 1) {
       // one thread owns every unit: one operand over all gates (more panels per multiply)
       w_all = gemm::cached_prepared_b(MatrixRef<T>{dd.w_hh, 1, std::ptrdiff_t(H)}, G * H * sizeof(T), H, G, N,
@@ -325,10 +346,19 @@ struct ForwardDirection {
     const std::size_t ld_next = last ? H : step(H);
     T* out = a.out + row(t, 0) * ldo + col;
     if (w_all && u0 == 0 && u1 == H) {
-      if (a.mode == Mode::gru) {
-        w_all->multiply_packed(N, packed, 0, G, gh, G, T(1), T(0), dd.b_hh);
-      } else {
-        w_all->multiply_packed(N, packed, 0, G, gates, step(G), T(1), T(1), nullptr);
+      // In runs of the small-batch kernel's width, ascending on even steps and descending on
+      // odd ones: at batch 1-2 W_hh^T is streamed whole every step (64 KB for L2's 64 x 256,
+      // more than L1), and the runs the step before touched last are still in L1 when this
+      // step starts with them. The runs' order does not change any element's bits.
+      const std::size_t run = N <= gemm::kWideMaxRows ? gemm::kWidePanels * w_all->column_align() : G;
+      const std::size_t runs = (G + run - 1) / run;
+      for (std::size_t r = 0; r < runs; ++r) {
+        const std::size_t j0 = (s % 2 == 0 ? r : runs - 1 - r) * run, j1 = std::min(G, j0 + run);
+        if (a.mode == Mode::gru) {
+          w_all->multiply_packed(N, packed, j0, j1, gh, G, T(1), T(0), dd.b_hh);
+        } else {
+          w_all->multiply_packed(N, packed, j0, j1, gates, step(G), T(1), T(1), nullptr);
+        }
       }
     } else if (a.mode == Mode::gru) {
       for (std::size_t g = 0; g < 3; ++g) {
@@ -349,8 +379,12 @@ struct ForwardDirection {
           T* c_next = last ? dd.c_last + n * H : dd.cprev + row(time_of(s + 1), n) * H;
           const T* cp = dd.cprev + row(t, n) * H;
           T* tc = dd.tanh_c + row(t, n) * H;
-          act.sigmoid(U, gr + u0);
-          act.sigmoid(U, gr + H + u0);
+          if (U == H) {
+            act.sigmoid(2 * H, gr);  // i and f at once
+          } else {
+            act.sigmoid(U, gr + u0);
+            act.sigmoid(U, gr + H + u0);
+          }
           act.tanh(U, gr + 2 * H + u0);
           act.sigmoid(U, gr + 3 * H + u0);
           pw.lstm_state(U, gr + u0, gr + H + u0, gr + 2 * H + u0, cp + u0, c_next + u0);
@@ -465,11 +499,7 @@ struct BackwardDirection {
   void sum_bias(T* acc, const T* src, std::size_t t, std::size_t u0, std::size_t u1) const {
     for (std::size_t n = 0; n < N; ++n) {
       const T* r = src + row(t, n) * G;
-      for (std::size_t g = 0; g < G; g += H) {
-        T* __restrict out = acc + g;
-        const T* __restrict in = r + g;
-        for (std::size_t j = u0; j < u1; ++j) out[j] += in[j];
-      }
+      for (std::size_t g = 0; g < G; g += H) pw.accumulate(u1 - u0, acc + g + u0, r + g + u0);
     }
   }
 
@@ -494,9 +524,10 @@ struct BackwardDirection {
     }
     const std::size_t t = time_of(s);
     for (std::size_t n = 0; n < N; ++n) {
-      const T* go = a.grad_out != nullptr ? a.grad_out + row(t, n) * ldo + col : nullptr;
-      for (std::size_t j = u0; j < u1; ++j) {
-        dh[n * H + j] = direct[n * H + j] + (go != nullptr ? go[j] : T(0));
+      if (a.grad_out != nullptr) {
+        pw.add(u1 - u0, direct + n * H + u0, a.grad_out + row(t, n) * ldo + col + u0, dh + n * H + u0);
+      } else {
+        std::copy(direct + n * H + u0, direct + n * H + u1, dh + n * H + u0);
       }
     }
     if (s > 0) w->multiply_packed(N, packed, u0, u1, dh, H, T(1), T(1), nullptr);
@@ -534,7 +565,7 @@ struct BackwardDirection {
       }
       if (a.mode != Mode::gru) {
         // nothing bypasses W_hh: the next dh starts from the output gradient alone
-        for (std::size_t j = u0; j < u1; ++j) direct[n * H + j] = T(0);
+        std::fill(direct + n * H + u0, direct + n * H + u1, T(0));
       }
     }
   }

@@ -96,9 +96,16 @@ struct PointwiseImpl {
     for (std::size_t j = 0; j < u; ++j) d[j] = h[j] > T(0) ? dh[j] : T(0);
   }
 
+  static void add(std::size_t u, const T* __restrict a, const T* __restrict b, T* __restrict out) {
+    for (std::size_t j = 0; j < u; ++j) out[j] = a[j] + b[j];
+  }
+  static void accumulate(std::size_t u, T* __restrict acc, const T* __restrict src) {
+    for (std::size_t j = 0; j < u; ++j) acc[j] += src[j];
+  }
+
   static PointwiseFns<T> table() {
     return {lstm_state, lstm_out, gru_pre, gru_n, gru_out, relu_out, lstm_backward, gru_backward, tanh_backward,
-            relu_backward};
+            relu_backward, add, accumulate};
   }
 };
 

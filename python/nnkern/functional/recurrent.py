@@ -348,7 +348,9 @@ def _seq_args(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: Any,
 
 def _seq_forward(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: Any, bidirectional: bool,
                  batch_first: bool, dropout: Any, training: bool, has_biases: bool, seed: Any,
-                 backend: Optional[str]):
+                 backend: Optional[str], want_workspace: bool = True):
+    """The validated, dispatched sequence forward: ``(out, h_n, c_n, Workspace or None)`` (the
+    Workspace only with ``want_workspace``: building it costs ~2 us of a ~60 us latency-bound call)."""
     x, h0, c0, ps, layers, p, unbatched, on_device = _seq_args(
         op, mode, x, hx, params, num_layers, bidirectional, batch_first, dropout, has_biases)
     use_dropout = bool(training) and p > 0 and layers > 1
@@ -360,6 +362,8 @@ def _seq_forward(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: A
         out = out[:, 0] if not batch_first else out[0]
         h_n = h_n[:, 0]
         c_n = None if c_n is None else c_n[:, 0]
+    if not want_workspace:
+        return out, h_n, c_n, None
     meta = dict(unbatched=unbatched, batch_first=bool(batch_first), out_shape=tuple(out.shape),
                 state_shape=tuple(h_n.shape), mode=mode)
     return out, h_n, c_n, _workspace(op, name, ws, **meta)
@@ -402,7 +406,7 @@ def lstm(x: Any, hx: Any, params: Sequence[Any], *, num_layers: int = 1, bidirec
     ``dropout`` applies when ``training``; ``seed`` fixes its masks.
     """
     out, h_n, c_n, ws = _seq_forward("lstm", "lstm", x, hx, params, num_layers, bidirectional, batch_first,
-                                     dropout, training, has_biases, seed, backend)
+                                     dropout, training, has_biases, seed, backend, return_workspace)
     return (out, (h_n, c_n), ws) if return_workspace else (out, (h_n, c_n))
 
 
@@ -411,7 +415,7 @@ def gru(x: Any, hx: Any, params: Sequence[Any], *, num_layers: int = 1, bidirect
         seed: Optional[int] = None, return_workspace: bool = False, backend: Optional[str] = None) -> Any:
     """A whole GRU sequence, equal to ``torch.nn.GRU``; returns ``(output, h_n)`` (+ workspace)."""
     out, h_n, _, ws = _seq_forward("gru", "gru", x, hx, params, num_layers, bidirectional, batch_first,
-                                   dropout, training, has_biases, seed, backend)
+                                   dropout, training, has_biases, seed, backend, return_workspace)
     return (out, h_n, ws) if return_workspace else (out, h_n)
 
 
@@ -423,7 +427,7 @@ def rnn(x: Any, hx: Any, params: Sequence[Any], *, num_layers: int = 1, bidirect
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     out, h_n, _, ws = _seq_forward("rnn", f"rnn_{nonlinearity}", x, hx, params, num_layers, bidirectional,
-                                   batch_first, dropout, training, has_biases, seed, backend)
+                                   batch_first, dropout, training, has_biases, seed, backend, return_workspace)
     return (out, h_n, ws) if return_workspace else (out, h_n)
 
 
