@@ -6,7 +6,6 @@
 #include <memory>
 #include <atomic>
 #include <optional>
-#include <type_traits>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -44,14 +43,7 @@ const PerIsa<F32Activations> kF32Act = {
 // float32, the C library (as the NumPy reference: sigmoid = tanh form) for float64.
 struct Act {
   F32Activations f32 = kF32Act.active();
-  void (*sigmoid_f32)(std::size_t, float*) = nullptr;  // the family's in-place one (PointwiseFns), or null
-  void sigmoid(std::size_t n, float* x) const {
-    if (sigmoid_f32 != nullptr) {
-      sigmoid_f32(n, x);
-    } else {
-      f32.sigmoid(n, x, x);
-    }
-  }
+  void sigmoid(std::size_t n, float* x) const { f32.sigmoid(n, x, x); }
   void tanh(std::size_t n, float* x) const { f32.tanh(n, x, x); }
   void tanh(std::size_t n, const float* x, float* y) const { f32.tanh(n, x, y); }
   void sigmoid(std::size_t n, double* x) const {
@@ -268,7 +260,6 @@ struct ForwardDirection {
     G = H * gate_count(a.mode);
     ldo = H * a.dirs.size();
     col = d * H;
-    if constexpr (std::is_same_v<T, float>) act.sigmoid_f32 = pw.sigmoid;
     if (max_members == 1) {
       // one thread owns every unit: one operand over all gates (more panels per multiply)
       w_all = gemm::cached_prepared_b(MatrixRef<T>{dd.w_hh, 1, std::ptrdiff_t(H)}, G * H * sizeof(T), H, G, N,

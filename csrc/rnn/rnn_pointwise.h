@@ -38,9 +38,6 @@ struct PointwiseFns {
   // out = a + b; acc += src (the backward's dh and bias sums: same bits in any family)
   void (*add)(std::size_t u, const T* a, const T* b, T* out);
   void (*accumulate)(std::size_t u, T* acc, const T* src);
-  // In-place sigmoid with the same bits as the vmath kernel of the family, or null (use vmath's):
-  // AVX-512 float32 divides once per vector where vmath's selects between two quotients.
-  void (*sigmoid)(std::size_t u, T* x) = nullptr;
 };
 
 #define NNKERN_DECLARE_RNN_POINTWISE(isa)            \

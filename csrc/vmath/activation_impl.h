@@ -28,10 +28,11 @@ struct Activation {
 
   // e = exp(-|x|) never overflows; 1/(1+e) for x >= 0, e/(1+e) below (no cancellation either
   // side). exp clamps -Inf and flushes what falls below FLT_MIN to 0 (giving exactly 1 or 0).
+  // The numerator is selected before the one division (the divisions dominated the kernel).
   static V sigmoid(V x) {
     const V e = A::exp(A::or_sign(x, A::set1(-0.0f)));  // -|x|; NaN stays NaN
     const V d = A::add(A::set1(1.0f), e);
-    return A::select_gt(A::set1(0.0f), x, A::div(e, d), A::div(A::set1(1.0f), d));
+    return A::div(A::select_gt(A::set1(0.0f), x, e, A::set1(1.0f)), d);
   }
 
   static V tanh(V x) {
