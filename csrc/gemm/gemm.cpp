@@ -128,6 +128,9 @@ void pack_panels(std::size_t lines, std::size_t depth, const T* src, std::ptrdif
       rows(std::integral_constant<std::size_t, 128 / sizeof(T)>());
     } else if (width * sizeof(T) == 64) {
       rows(std::integral_constant<std::size_t, 64 / sizeof(T)>());
+    } else if (width == 14) {
+      // the AVX-512 kernels' A panels (MR = 14): the recurrent backward packs dh^T this way
+      rows(std::integral_constant<std::size_t, 14>());
     } else {
       rows(std::integral_constant<std::size_t, 0>());
     }
