@@ -5,6 +5,8 @@
 // next to the loads.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "conv/dwconv.h"
 
 namespace nnkern::conv {
@@ -76,12 +78,22 @@ void f32_dwconv_rows_avx512(std::size_t ow, std::size_t kh, std::size_t kw, std:
                             const float* const* rows, const float* w, std::size_t channels, const float* init,
                             float* const* out) {
   const std::size_t taps = kh * kw;
+  // Blocks of up to 8 channels (16 accumulators), the rest in one block:
+  // every block runs 2R FMA chains of kh*kw steps, so a small block (LeNet's
+  // 6 = 4 + 2) costs as much as a full one, bound by the FMA latency.
   std::size_t o = 0;
-  for (; o + 4 <= channels; o += 4) rows_block<4>(ow, kh, kw, sw, dw, rows, w + o * taps, taps, init + o, out + o);
+  for (; o + 8 <= channels; o += 8) rows_block<8>(ow, kh, kw, sw, dw, rows, w + o * taps, taps, init + o, out + o);
+  const auto block = [&](auto r) {
+    rows_block<decltype(r)::value>(ow, kh, kw, sw, dw, rows, w + o * taps, taps, init + o, out + o);
+  };
   switch (channels - o) {
-    case 3: rows_block<3>(ow, kh, kw, sw, dw, rows, w + o * taps, taps, init + o, out + o); break;
-    case 2: rows_block<2>(ow, kh, kw, sw, dw, rows, w + o * taps, taps, init + o, out + o); break;
-    case 1: rows_block<1>(ow, kh, kw, sw, dw, rows, w + o * taps, taps, init + o, out + o); break;
+    case 7: block(std::integral_constant<int, 7>()); break;
+    case 6: block(std::integral_constant<int, 6>()); break;
+    case 5: block(std::integral_constant<int, 5>()); break;
+    case 4: block(std::integral_constant<int, 4>()); break;
+    case 3: block(std::integral_constant<int, 3>()); break;
+    case 2: block(std::integral_constant<int, 2>()); break;
+    case 1: block(std::integral_constant<int, 1>()); break;
     default: break;
   }
 }
