@@ -71,27 +71,31 @@ void f32_maxpool_row_avx2(std::size_t nrows, const float* const* rows, const std
 }
 
 void f32_avgpool_row_avx2(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                          std::size_t n, std::size_t c0, float divisor, float* out) {
+                          std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                          std::ptrdiff_t in_step, std::ptrdiff_t out_step) {
   // a power-of-two divisor: multiplying by its exact reciprocal gives the same bits
   int e = 0;
   const bool mul = divisor > 0.0f && std::frexp(divisor, &e) == 0.5f && e > -125 && e < 127;
   const __m256 div = _mm256_set1_ps(mul ? 1.0f / divisor : divisor);
-  std::size_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    const std::size_t c = c0 + k * sw;
-    __m256 sum = _mm256_setzero_ps();
-    for (std::size_t r = 0; r < nrows; ++r) {
-      for (std::size_t j = 0; j < kw; ++j) sum = _mm256_add_ps(sum, load_taps(rows[r] + c + j, sw));
+  for (std::size_t t = 0; t < count; ++t, out += out_step) {
+    const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+      const std::size_t c = c0 + k * sw;
+      __m256 sum = _mm256_setzero_ps();
+      for (std::size_t r = 0; r < nrows; ++r) {
+        for (std::size_t j = 0; j < kw; ++j) sum = _mm256_add_ps(sum, load_taps(rows[r] + shift + c + j, sw));
+      }
+      _mm256_storeu_ps(out + k, mul ? _mm256_mul_ps(sum, div) : _mm256_div_ps(sum, div));
     }
-    _mm256_storeu_ps(out + k, mul ? _mm256_mul_ps(sum, div) : _mm256_div_ps(sum, div));
-  }
-  for (; k < n; ++k) {
-    const std::size_t c = c0 + k * sw;
-    float sum = 0.0f;
-    for (std::size_t r = 0; r < nrows; ++r) {
-      for (std::size_t j = 0; j < kw; ++j) sum += rows[r][c + j];
+    for (; k < n; ++k) {
+      const std::size_t c = c0 + k * sw;
+      float sum = 0.0f;
+      for (std::size_t r = 0; r < nrows; ++r) {
+        for (std::size_t j = 0; j < kw; ++j) sum += rows[r][shift + static_cast<std::ptrdiff_t>(c + j)];
+      }
+      out[k] = sum / divisor;
     }
-    out[k] = sum / divisor;
   }
 }
 

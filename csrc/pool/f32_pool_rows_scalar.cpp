@@ -27,14 +27,18 @@ void f32_maxpool_row_scalar(std::size_t nrows, const float* const* rows, const s
 }
 
 void f32_avgpool_row_scalar(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                            std::size_t n, std::size_t c0, float divisor, float* out) {
-  for (std::size_t k = 0; k < n; ++k) {
-    const std::size_t c = c0 + k * sw;
-    float sum = 0.0f;
-    for (std::size_t r = 0; r < nrows; ++r) {
-      for (std::size_t j = 0; j < kw; ++j) sum += rows[r][c + j];
+                            std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                            std::ptrdiff_t in_step, std::ptrdiff_t out_step) {
+  for (std::size_t t = 0; t < count; ++t, out += out_step) {
+    const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t c = c0 + k * sw;
+      float sum = 0.0f;
+      for (std::size_t r = 0; r < nrows; ++r) {
+        for (std::size_t j = 0; j < kw; ++j) sum += rows[r][shift + static_cast<std::ptrdiff_t>(c + j)];
+      }
+      out[k] = sum / divisor;
     }
-    out[k] = sum / divisor;
   }
 }
 

@@ -258,14 +258,21 @@ void avg_pool_typed(const ArrayView& xv, const Pool2dParams& p, bool include_pad
   for (int64_t o = 0; o < d.ow; ++o) div_x[o] = avg_divisor(o, d.w, p.kw, p.sw, p.pw, include_pad);
   const bool rows_fast = std::is_same_v<T, float> && (p.sw == 1 || p.sw == 2);
   const auto cols = interior_cols(d.w, d.ow, p.kw, p.sw, p.pw, 1);
+  // output rows whose windows lie inside the input vertically: one row-kernel call per plane
+  const auto inner = interior_cols(d.h, d.oh, p.kh, p.sh, p.ph, 1);
   const F32AvgpoolRowFn row_kernel = kPoolRows.avgpool.active();
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
     std::vector<const float*> rows(static_cast<std::size_t>(p.kh));
     for (std::size_t q = b; q < e; ++q) {
       const T* xp = x + q * in_plane;
       T* op = out + q * out_plane;
-      for (int64_t oy = 0; oy < d.oh; ++oy) {
+      const auto border_cells = [&](int64_t oy, int64_t lo, int64_t hi) {
         T* orow = op + oy * d.ow;
+        for (int64_t ox = 0; ox < lo; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
+        for (int64_t ox = hi; ox < d.ow; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
+      };
+      // one row (count 1), or the block [oy, oy + count) of inner rows
+      const auto kernel_rows = [&](int64_t oy, int64_t count) {
         int64_t lo = 0, hi = 0;
         if constexpr (std::is_same_v<T, float>) {
           if (rows_fast && cols.second > cols.first) {
@@ -279,13 +286,16 @@ void avg_pool_typed(const ArrayView& xv, const Pool2dParams& p, bool include_pad
               lo = cols.first;
               hi = cols.second;
               row_kernel(nrows, rows.data(), p.kw, p.sw, hi - lo, lo * p.sw - p.pw,
-                         static_cast<float>(div_y[oy] * p.kw), orow + lo);
+                         static_cast<float>(div_y[oy] * p.kw), op + oy * d.ow + lo, static_cast<std::size_t>(count),
+                         p.sh * d.w, d.ow);
             }
           }
         }
-        for (int64_t ox = 0; ox < lo; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
-        for (int64_t ox = hi; ox < d.ow; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
-      }
+        for (int64_t r = 0; r < count; ++r) border_cells(oy + r, lo, hi);
+      };
+      for (int64_t oy = 0; oy < inner.first; ++oy) kernel_rows(oy, 1);
+      if (inner.second > inner.first) kernel_rows(inner.first, inner.second - inner.first);
+      for (int64_t oy = std::max(inner.first, inner.second); oy < d.oh; ++oy) kernel_rows(oy, 1);
     }
   });
 }

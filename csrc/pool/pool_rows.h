@@ -10,7 +10,10 @@
 // the index at the first tap; a tap replaces when val > max or val is NaN.
 // index = row_base[r] + column (row_base[r] = y * W, the plane fits int32);
 // idx == nullptr: the values alone (same values, no index stores).
-// avgpool: out = (sum over taps in row-major order) / divisor.
+// avgpool: out = (sum over taps in row-major order) / divisor, for `count`
+// output rows at once: row t reads rows[r] + t*in_step and writes
+// out + t*out_step (consecutive output rows whose windows all lie inside the
+// input vertically, one call per plane instead of one per row).
 // gavgpool: out[p] = sum(x[p*hw .. (p+1)*hw)) * inv_hw for `planes` planes.
 #pragma once
 
@@ -23,7 +26,8 @@ using F32MaxpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, co
                                  std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
                                  float* out, std::int64_t* idx);
 using F32AvgpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                                 std::size_t n, std::size_t c0, float divisor, float* out);
+                                 std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                                 std::ptrdiff_t in_step, std::ptrdiff_t out_step);
 using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
 
 #define NNKERN_DECLARE_POOL_ROWS(isa)                                                                          \
@@ -31,7 +35,8 @@ using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* 
                              std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,   \
                              float* out, std::int64_t* idx);                                                   \
   void f32_avgpool_row_##isa(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,     \
-                             std::size_t n, std::size_t c0, float divisor, float* out);                       \
+                             std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,     \
+                             std::ptrdiff_t in_step, std::ptrdiff_t out_step);                                \
   void f32_gavgpool_##isa(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
 
 NNKERN_DECLARE_POOL_ROWS(scalar)
