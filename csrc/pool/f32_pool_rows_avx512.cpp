@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "pool/pool_rows.h"
 
@@ -244,6 +245,8 @@ void avgpool_row(std::size_t nrows, const float* const* rows, std::size_t kw, st
   }
 }
 
+constexpr std::ptrdiff_t kPrefetchRows = 8;
+
 // kw = 2, stride 2: the two taps of a row are the even and odd lanes of the
 // same two loads (each input column loaded once), summed in the same order.
 // The masks of the row's last, partial vector are computed once per call.
@@ -265,8 +268,15 @@ void avgpool_rows_k2s2(std::size_t nrows, const float* const* rows, std::size_t 
     }
     return scale<kMul>(sum, d);
   };
+  const std::size_t row_bytes = 2 * n * sizeof(float);
   for (std::size_t t = 0; t < count; ++t, out += out_step) {
     const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    // the rows kPrefetchRows output rows on (past the block: the next plane's, when planes are
+    // contiguous; a prefetch never faults): more misses in flight than the hardware streamer keeps
+    for (std::size_t i = 0; i < nrows; ++i) {
+      const char* ahead = reinterpret_cast<const char*>(rows[i] + shift + kPrefetchRows * in_step + c0);
+      for (std::size_t b = 0; b < row_bytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
     for (std::size_t k = 0; k < full; ++k) _mm512_storeu_ps(out + 16 * k, block(shift, c0 + 32 * k, all, all));
     if (rest != 0) {
       _mm512_mask_storeu_ps(out + 16 * full, rest_out, block(shift, c0 + 32 * full, rest_lo, rest_hi));
@@ -327,17 +337,53 @@ void f32_avgpool_row_avx512(std::size_t nrows, const float* const* rows, std::si
   }
 }
 
+// Per plane: pairs of 16-float blocks into two sums, then the remaining full
+// block and the partial one into the first (the loop shape is fixed per call,
+// the partial block's mask computed once), then _mm512_reduce_add_ps.
 void f32_gavgpool_avx512(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out) {
+  const std::size_t pairs = hw / 32, single = (hw % 32) / 16, part = hw % 16;
+  const __mmask16 part_mask = first_lanes(part);
   for (std::size_t p = 0; p < planes; ++p, x += hw) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 32 <= hw; i += 32) {
-      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(x + i));
-      acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(x + i + 16));
+    const float* q = x;
+    for (std::size_t i = 0; i < pairs; ++i, q += 32) {
+      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(q));
+      acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(q + 16));
     }
-    for (; i < hw; i += 16) acc0 = _mm512_add_ps(acc0, _mm512_maskz_loadu_ps(first_lanes(hw - i), x + i));
+    if (single != 0) {
+      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(q));
+      q += 16;
+    }
+    if (part != 0) acc0 = _mm512_add_ps(acc0, _mm512_maskz_loadu_ps(part_mask, q));
     out[p] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) * inv_hw;
   }
+}
+
+// The scatter stays scalar, in k order (adjacent windows share input
+// elements, so a vector scatter would need conflict handling for little);
+// the zero fill and the streamed copy move whole 64-byte lines.
+void f32_maxpool_backward_avx512(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                 float* dst, float* out) {
+  std::size_t i = 0;
+  for (; i + 16 <= n_in; i += 16) _mm512_storeu_ps(dst + i, _mm512_setzero_ps());
+  if (i < n_in) _mm512_mask_storeu_ps(dst + i, first_lanes(n_in - i), _mm512_setzero_ps());
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const std::int64_t j = idx[k];
+    if (static_cast<std::uint64_t>(j) < n_in) dst[j] += g[k];
+  }
+  if (out == nullptr) return;
+  i = 0;
+  const std::size_t head = ((64 - (reinterpret_cast<std::uintptr_t>(out) & 63)) & 63) / sizeof(float);
+  if ((reinterpret_cast<std::uintptr_t>(out) & 3) != 0 || head >= n_in) {
+    for (; i < n_in; ++i) out[i] = dst[i];
+    return;
+  }
+  if (head != 0) {
+    _mm512_mask_storeu_ps(out, first_lanes(head), _mm512_maskz_loadu_ps(first_lanes(head), dst));
+    i = head;
+  }
+  for (; i + 16 <= n_in; i += 16) _mm512_stream_ps(out + i, _mm512_loadu_ps(dst + i));
+  if (i < n_in) _mm512_mask_storeu_ps(out + i, first_lanes(n_in - i), _mm512_maskz_loadu_ps(first_lanes(n_in - i), dst + i));
 }
 
 }  // namespace nnkern::pool

@@ -1,5 +1,11 @@
 // Portable row kernels: the reference for the vector families' semantics.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "pool/pool_rows.h"
 
@@ -53,6 +59,22 @@ void f32_gavgpool_scalar(std::size_t planes, std::size_t hw, const float* x, flo
     for (; i < hw; ++i) s[0] += x[i];
     out[p] = ((s[0] + s[1]) + (s[2] + s[3])) * inv_hw;
   }
+}
+
+void f32_maxpool_backward_scalar(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                 float* dst, float* out) {
+  std::fill_n(dst, n_in, 0.0f);
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const std::int64_t i = idx[k];
+    if (static_cast<std::uint64_t>(i) < n_in) dst[i] += g[k];
+  }
+  if (out == nullptr) return;
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  for (; i < n_in && (reinterpret_cast<std::uintptr_t>(out + i) & 15) != 0; ++i) out[i] = dst[i];
+  for (; i + 4 <= n_in; i += 4) _mm_stream_ps(out + i, _mm_loadu_ps(dst + i));
+#endif
+  for (; i < n_in; ++i) out[i] = dst[i];
 }
 
 }  // namespace nnkern::pool

@@ -26,12 +26,15 @@ struct PoolRowsConfig {
   PerIsa<F32MaxpoolRowFn> maxpool;
   PerIsa<F32AvgpoolRowFn> avgpool;
   PerIsa<F32GavgpoolFn> gavgpool;
+  PerIsa<F32MaxpoolBackwardFn> maxpool_backward;
 };
 
 const PoolRowsConfig kPoolRows = {
     {f32_maxpool_row_scalar, NNKERN_X86_ONLY(f32_maxpool_row_avx2), NNKERN_X86_ONLY(f32_maxpool_row_avx512)},
     {f32_avgpool_row_scalar, NNKERN_X86_ONLY(f32_avgpool_row_avx2), NNKERN_X86_ONLY(f32_avgpool_row_avx512)},
     {f32_gavgpool_scalar, NNKERN_X86_ONLY(f32_gavgpool_avx2), NNKERN_X86_ONLY(f32_gavgpool_avx512)},
+    {f32_maxpool_backward_scalar, NNKERN_X86_ONLY(f32_maxpool_backward_avx2),
+     NNKERN_X86_ONLY(f32_maxpool_backward_avx512)},
 };
 
 struct Dims {
@@ -207,6 +210,19 @@ void max_backward_typed(const ArrayView& gv, const int64_t* indices, const Array
   const auto plane_bytes = static_cast<std::size_t>(in_plane) * sizeof(T);
   const bool stream = plane_bytes <= kStreamPlaneBytes && plane_bytes * static_cast<std::size_t>(d.planes) >= kStreamBytes;
   // each task owns whole planes: the scatter-add needs no atomics and its order is fixed
+  if constexpr (std::is_same_v<T, float>) {
+    const F32MaxpoolBackwardFn plane_fn = kPoolRows.maxpool_backward.active();
+    parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
+      std::vector<float> scratch(stream ? static_cast<std::size_t>(in_plane) : 0);
+      for (std::size_t q = b; q < e; ++q) {
+        float* plane = gi + q * in_plane;
+        plane_fn(g + q * out_plane, indices + q * out_plane, static_cast<std::size_t>(out_plane),
+                 static_cast<std::size_t>(in_plane), stream ? scratch.data() : plane, stream ? plane : nullptr);
+      }
+      if (stream) store_fence();
+    });
+    return;
+  }
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
     std::vector<T> scratch(stream ? static_cast<std::size_t>(in_plane) : 0);
     for (std::size_t q = b; q < e; ++q) {

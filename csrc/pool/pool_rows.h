@@ -15,6 +15,10 @@
 // out + t*out_step (consecutive output rows whose windows all lie inside the
 // input vertically, one call per plane instead of one per row).
 // gavgpool: out[p] = sum(x[p*hw .. (p+1)*hw)) * inv_hw for `planes` planes.
+// maxpool backward, one plane: dst[0, n_in) = 0, then dst[idx[k]] += g[k] for
+// k = 0, 1, ... n_out - 1 (PyTorch's order; an index outside [0, n_in) is
+// skipped); with out != nullptr, dst is the caller's scratch plane and is
+// then copied to out with non-temporal stores (the caller fences).
 #pragma once
 
 #include <cstddef>
@@ -29,6 +33,8 @@ using F32AvgpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, st
                                  std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
                                  std::ptrdiff_t in_step, std::ptrdiff_t out_step);
 using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
+using F32MaxpoolBackwardFn = void (*)(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                      float* dst, float* out);
 
 #define NNKERN_DECLARE_POOL_ROWS(isa)                                                                          \
   void f32_maxpool_row_##isa(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,       \
@@ -37,7 +43,9 @@ using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* 
   void f32_avgpool_row_##isa(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,     \
                              std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,     \
                              std::ptrdiff_t in_step, std::ptrdiff_t out_step);                                \
-  void f32_gavgpool_##isa(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
+  void f32_gavgpool_##isa(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);      \
+  void f32_maxpool_backward_##isa(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in, \
+                                  float* dst, float* out);
 
 NNKERN_DECLARE_POOL_ROWS(scalar)
 NNKERN_DECLARE_POOL_ROWS(avx2)
