@@ -13,18 +13,23 @@ from . import _common as c
 IntOrPair = Union[int, Tuple[int, int]]
 
 
-def _float_input(op: str, x: Any) -> tuple[Any, bool]:
-    """``x`` as a float array and whether it lives on the GPU (``c.float_arrays`` for one input).
+def _float_input(op: str, x: Any) -> tuple[Any, bool, bool]:
+    """``x`` as a 4-D float array, whether it was 3-D (unbatched), and whether it lives on the GPU.
 
-    A NumPy float32 / float64 array, the common case, has nothing to convert or
-    check: it is returned as is without the general conversion (whose few
-    microseconds, run with the interpreter's data cold after a large pool,
-    become tens).
+    A 4-D NumPy float32 / float64 array, the common case, has nothing to
+    convert or check and goes through no further call: right after a large
+    pool the interpreter's data is out of the caches, and every Python call
+    made then costs microseconds.
     """
     if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and x.size <= c.MAX_ELEMENTS:
-        return x, False
-    a, on_device = c.float_arrays(op, input=x)
-    return a["input"], on_device
+        on_device = False
+    else:
+        a, on_device = c.float_arrays(op, input=x)
+        x = a["input"]
+    if x.ndim == 4:
+        return x, False, on_device
+    x4, unbatched = _input(op, x)
+    return x4, unbatched, on_device
 
 
 def _input(op: str, x: Any) -> tuple[Any, bool]:
@@ -114,8 +119,7 @@ def max_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
     a window gives NaN.
     """
     op = "max_pool2d"
-    xa, on_device = _float_input(op, x)
-    x4, unbatched = _input(op, xa)
+    x4, unbatched, on_device = _float_input(op, x)
     k, s, p, d, cm, _ = _window(op, x4, kernel_size, stride, padding, dilation, ceil_mode)
     impl = c.dispatch(op, backend, on_device, input=x4).max_pool2d
     # a backend may offer a values-only variant (no int64 indices to compute and store)
@@ -159,9 +163,8 @@ def avg_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
                ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> Any:
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (same divisor rules)."""
     op = "avg_pool2d"
-    xa, on_device = _float_input(op, x)
-    x4, unbatched = _input(op, xa)
-    k, s, p, cm, _ = _avg_window(op, x4, kernel_size, stride, padding, ceil_mode)
+    x4, unbatched, on_device = _float_input(op, x)
+    k, s, p, _, cm, _ = _window(op, x4, kernel_size, stride, padding, 1, ceil_mode)
     out = c.dispatch(op, backend, on_device, input=x4).avg_pool2d(x4, k, s, p, cm, bool(count_include_pad))
     return out[0] if unbatched else out
 
@@ -234,8 +237,7 @@ def adaptive_avg_pool2d(x: Any, output_size: Any, *, backend: Optional[str] = No
     An output size of 0 gives an empty result, as in PyTorch.
     """
     op = "adaptive_avg_pool2d"
-    xa, on_device = _float_input(op, x)
-    x4, unbatched = _input(op, xa)
+    x4, unbatched, on_device = _float_input(op, x)
     size = _adaptive_size(op, output_size, x4)
     out = c.dispatch(op, backend, on_device, input=x4).adaptive_avg_pool2d(x4, size)
     return out[0] if unbatched else out
