@@ -274,7 +274,11 @@ void avgpool_rows_k2s2(std::size_t nrows, const float* const* rows, std::size_t 
     // the rows kPrefetchRows output rows on (past the block: the next plane's, when planes are
     // contiguous; a prefetch never faults): more misses in flight than the hardware streamer keeps
     for (std::size_t i = 0; i < nrows; ++i) {
-      const char* ahead = reinterpret_cast<const char*>(rows[i] + shift + kPrefetchRows * in_step + c0);
+      // (integer arithmetic: the address may lie past the input, where a pointer may not point)
+      const char* ahead = reinterpret_cast<const char*>(
+          reinterpret_cast<std::uintptr_t>(rows[i]) +
+          static_cast<std::uintptr_t>((shift + kPrefetchRows * in_step + static_cast<std::ptrdiff_t>(c0)) *
+                                      static_cast<std::ptrdiff_t>(sizeof(float))));
       for (std::size_t b = 0; b < row_bytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
     }
     for (std::size_t k = 0; k < full; ++k) _mm512_storeu_ps(out + 16 * k, block(shift, c0 + 32 * k, all, all));
