@@ -11,6 +11,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#include <atomic>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -363,8 +367,37 @@ void adaptive_typed(const ArrayView& xv, const ArrayView& ov) {
       // global average: planes are contiguous runs, summed in blocks of planes
       const F32GavgpoolFn kernel = kPoolRows.gavgpool.active();
       const float inv = 1.0f / static_cast<float>(in_plane);
-      parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
-        kernel(e - b, static_cast<std::size_t>(in_plane), x + b * in_plane, inv, out + b);
+      const auto planes = static_cast<std::size_t>(d.planes);
+      const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(get_num_threads()), planes);
+      if (parts < 2 || parts > 64) {
+        parallel_for(planes, [&](std::size_t b, std::size_t e) {
+          kernel(e - b, static_cast<std::size_t>(in_plane), x + b * in_plane, inv, out + b);
+        });
+        return;
+      }
+      // One part of the planes per thread, each thread taking its CPU's part (cpu % parts) when
+      // free: called again on the same input (and a part fits a core's L2), a part is summed
+      // where its data already is, whichever pool thread the OS has put on that CPU meanwhile.
+      // Every plane's sum is the same whoever computes it, so the bits do not change.
+      std::atomic<std::uint64_t> taken{0};
+      parallel_for(parts, [&](std::size_t b, std::size_t e) {
+        for (std::size_t t = b; t < e; ++t) {
+          std::size_t want = t;
+#if defined(__linux__)
+          const int cpu = sched_getcpu();
+          if (cpu >= 0) want = static_cast<std::size_t>(cpu) % parts;
+#endif
+          // `parts` tasks claim `parts` parts: a free one always exists
+          std::uint64_t seen = taken.load(std::memory_order_relaxed);
+          std::size_t part = want;
+          for (;;) {
+            part = want;
+            while (((seen >> part) & 1u) != 0) part = (part + 1) % parts;
+            if (taken.compare_exchange_weak(seen, seen | (std::uint64_t{1} << part), std::memory_order_relaxed)) break;
+          }
+          const auto [pb, pe] = chunk_range(planes, parts, part);
+          kernel(pe - pb, static_cast<std::size_t>(in_plane), x + pb * in_plane, inv, out + pb);
+        }
       });
       return;
     }
