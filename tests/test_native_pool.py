@@ -131,9 +131,11 @@ def test_avg_pool_divisor_bits(isa):
     """float32 average pools equal PyTorch's arithmetic bit for bit: the sum from 0 in row-major tap
     order, then one division (a power-of-two divisor may multiply by its exact reciprocal)."""
     rng = np.random.default_rng(9)
-    for k, w in [(2, 56), (2, 35), (2, 7), (4, 37), (3, 40)]:
-        x = rand(rng, (2, 3, 2 * k + 1, w))
+    # heights of 2k+1 and 23: the rows inside the input go to the row kernel in one call per plane
+    for k, w, h in [(2, 56, 5), (2, 35, 5), (2, 7, 5), (4, 37, 9), (3, 40, 7), (2, 56, 23), (2, 33, 23), (3, 17, 23)]:
+        x = rand(rng, (2, 3, h, w))
         x[0, 0, 0, :4] = -0.0
+        x[1, 2, h - 2, :4] = -0.0
         with family(isa):
             out = nk.avg_pool2d(x, k, k, backend="cpu")
         oh, ow = out.shape[2:]
@@ -142,7 +144,7 @@ def test_avg_pool_divisor_bits(isa):
             for j in range(k):
                 ref = ref + x[:, :, i:i + k * oh:k, j:j + k * ow:k][:, :, :oh, :ow]
         ref = ref / np.float32(k * k)
-        np.testing.assert_array_equal(bits(out), bits(ref), err_msg=f"kernel {k} width {w}")
+        np.testing.assert_array_equal(bits(out), bits(ref), err_msg=f"kernel {k} width {w} height {h}")
 
 
 AVG_CASES = [(2, 2, 0, False, True), (3, 2, 1, False, False), (3, 2, 1, True, True), (3, 2, 1, True, False),

@@ -3,7 +3,9 @@
 // vector use the scalar loop, so no load reads beyond the last window.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "pool/pool_rows.h"
 
@@ -71,27 +73,31 @@ void f32_maxpool_row_avx2(std::size_t nrows, const float* const* rows, const std
 }
 
 void f32_avgpool_row_avx2(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                          std::size_t n, std::size_t c0, float divisor, float* out) {
+                          std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                          std::ptrdiff_t in_step, std::ptrdiff_t out_step) {
   // a power-of-two divisor: multiplying by its exact reciprocal gives the same bits
   int e = 0;
   const bool mul = divisor > 0.0f && std::frexp(divisor, &e) == 0.5f && e > -125 && e < 127;
   const __m256 div = _mm256_set1_ps(mul ? 1.0f / divisor : divisor);
-  std::size_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    const std::size_t c = c0 + k * sw;
-    __m256 sum = _mm256_setzero_ps();
-    for (std::size_t r = 0; r < nrows; ++r) {
-      for (std::size_t j = 0; j < kw; ++j) sum = _mm256_add_ps(sum, load_taps(rows[r] + c + j, sw));
+  for (std::size_t t = 0; t < count; ++t, out += out_step) {
+    const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+      const std::size_t c = c0 + k * sw;
+      __m256 sum = _mm256_setzero_ps();
+      for (std::size_t r = 0; r < nrows; ++r) {
+        for (std::size_t j = 0; j < kw; ++j) sum = _mm256_add_ps(sum, load_taps(rows[r] + shift + c + j, sw));
+      }
+      _mm256_storeu_ps(out + k, mul ? _mm256_mul_ps(sum, div) : _mm256_div_ps(sum, div));
     }
-    _mm256_storeu_ps(out + k, mul ? _mm256_mul_ps(sum, div) : _mm256_div_ps(sum, div));
-  }
-  for (; k < n; ++k) {
-    const std::size_t c = c0 + k * sw;
-    float sum = 0.0f;
-    for (std::size_t r = 0; r < nrows; ++r) {
-      for (std::size_t j = 0; j < kw; ++j) sum += rows[r][c + j];
+    for (; k < n; ++k) {
+      const std::size_t c = c0 + k * sw;
+      float sum = 0.0f;
+      for (std::size_t r = 0; r < nrows; ++r) {
+        for (std::size_t j = 0; j < kw; ++j) sum += rows[r][shift + static_cast<std::ptrdiff_t>(c + j)];
+      }
+      out[k] = sum / divisor;
     }
-    out[k] = sum / divisor;
   }
 }
 
@@ -112,6 +118,20 @@ void f32_gavgpool_avx2(std::size_t planes, std::size_t hw, const float* x, float
     for (; i < hw; ++i) sum += x[i];
     out[p] = sum * inv_hw;
   }
+}
+
+void f32_maxpool_backward_avx2(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                               float* dst, float* out) {
+  std::fill_n(dst, n_in, 0.0f);
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const std::int64_t i = idx[k];
+    if (static_cast<std::uint64_t>(i) < n_in) dst[i] += g[k];
+  }
+  if (out == nullptr) return;
+  std::size_t i = 0;
+  for (; i < n_in && (reinterpret_cast<std::uintptr_t>(out + i) & 31) != 0; ++i) out[i] = dst[i];
+  for (; i + 8 <= n_in; i += 8) _mm256_stream_ps(out + i, _mm256_loadu_ps(dst + i));
+  for (; i < n_in; ++i) out[i] = dst[i];
 }
 
 }  // namespace nnkern::pool

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "pool/pool_rows.h"
 
@@ -230,7 +231,7 @@ inline __m512 scale(__m512 sum, __m512 d) {
 
 template <int SW, bool kMul>
 void avgpool_row(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t n, std::size_t c0,
-                 __m512 d, float* out) {
+                 __m512 d, float* out, std::ptrdiff_t shift) {
   for (std::size_t k = 0; k < n; k += 16) {
     const std::size_t nb = n - k < 16 ? n - k : 16;
     __mmask16 lo, hi;
@@ -238,42 +239,70 @@ void avgpool_row(std::size_t nrows, const float* const* rows, std::size_t kw, st
     const std::size_t c = c0 + k * SW;
     __m512 sum = _mm512_setzero_ps();
     for (std::size_t i = 0; i < nrows; ++i) {
-      for (std::size_t j = 0; j < kw; ++j) sum = _mm512_add_ps(sum, taps16<SW>(rows[i] + c + j, lo, hi));
+      for (std::size_t j = 0; j < kw; ++j) sum = _mm512_add_ps(sum, taps16<SW>(rows[i] + shift + c + j, lo, hi));
     }
     _mm512_mask_storeu_ps(out + k, first_lanes(nb), scale<kMul>(sum, d));
   }
 }
 
+constexpr std::ptrdiff_t kPrefetchRows = 8;
+
 // kw = 2, stride 2: the two taps of a row are the even and odd lanes of the
 // same two loads (each input column loaded once), summed in the same order.
+// The masks of the row's last, partial vector are computed once per call.
 template <bool kMul>
-void avgpool_row_k2s2(std::size_t nrows, const float* const* rows, std::size_t n, std::size_t c0, __m512 d,
-                      float* out) {
+void avgpool_rows_k2s2(std::size_t nrows, const float* const* rows, std::size_t n, std::size_t c0, __m512 d,
+                       float* out, std::size_t count, std::ptrdiff_t in_step, std::ptrdiff_t out_step) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  for (std::size_t k = 0; k < n; k += 16) {
-    const std::size_t nb = n - k < 16 ? n - k : 16;
-    const __mmask16 lo = first_lanes(2 * nb), hi = first_lanes(2 * nb > 16 ? 2 * nb - 16 : 0);
-    const std::size_t c = c0 + 2 * k;
+  const std::size_t full = n / 16, rest = n % 16;
+  const __mmask16 all = first_lanes(16), rest_lo = first_lanes(2 * rest),
+                  rest_hi = first_lanes(2 * rest > 16 ? 2 * rest - 16 : 0), rest_out = first_lanes(rest);
+  const auto block = [&](std::ptrdiff_t shift, std::size_t c, __mmask16 lo, __mmask16 hi) {
     __m512 sum = _mm512_setzero_ps();
     for (std::size_t i = 0; i < nrows; ++i) {
-      const __m512 a = _mm512_maskz_loadu_ps(lo, rows[i] + c), b = _mm512_maskz_loadu_ps(hi, rows[i] + c + 16);
+      const float* p = rows[i] + shift + c;
+      const __m512 a = _mm512_maskz_loadu_ps(lo, p), b = _mm512_maskz_loadu_ps(hi, p + 16);
       sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(a, even, b));
       sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(a, odd, b));
     }
-    _mm512_mask_storeu_ps(out + k, first_lanes(nb), scale<kMul>(sum, d));
+    return scale<kMul>(sum, d);
+  };
+  const std::size_t row_bytes = 2 * n * sizeof(float);
+  for (std::size_t t = 0; t < count; ++t, out += out_step) {
+    const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    // the rows kPrefetchRows output rows on (past the block: the next plane's, when planes are
+    // contiguous; a prefetch never faults): more misses in flight than the hardware streamer keeps
+    for (std::size_t i = 0; i < nrows; ++i) {
+      // (integer arithmetic: the address may lie past the input, where a pointer may not point)
+      const char* ahead = reinterpret_cast<const char*>(
+          reinterpret_cast<std::uintptr_t>(rows[i]) +
+          static_cast<std::uintptr_t>((shift + kPrefetchRows * in_step + static_cast<std::ptrdiff_t>(c0)) *
+                                      static_cast<std::ptrdiff_t>(sizeof(float))));
+      for (std::size_t b = 0; b < row_bytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
+    for (std::size_t k = 0; k < full; ++k) _mm512_storeu_ps(out + 16 * k, block(shift, c0 + 32 * k, all, all));
+    if (rest != 0) {
+      _mm512_mask_storeu_ps(out + 16 * full, rest_out, block(shift, c0 + 32 * full, rest_lo, rest_hi));
+    }
   }
 }
 
 template <bool kMul>
 void avgpool_any(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw, std::size_t n,
-                 std::size_t c0, __m512 d, float* out) {
+                 std::size_t c0, __m512 d, float* out, std::size_t count, std::ptrdiff_t in_step,
+                 std::ptrdiff_t out_step) {
   if (sw == 2 && kw == 2) {
-    avgpool_row_k2s2<kMul>(nrows, rows, n, c0, d, out);
-  } else if (sw == 1) {
-    avgpool_row<1, kMul>(nrows, rows, kw, n, c0, d, out);
-  } else {
-    avgpool_row<2, kMul>(nrows, rows, kw, n, c0, d, out);
+    avgpool_rows_k2s2<kMul>(nrows, rows, n, c0, d, out, count, in_step, out_step);
+    return;
+  }
+  for (std::size_t t = 0; t < count; ++t, out += out_step) {
+    const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    if (sw == 1) {
+      avgpool_row<1, kMul>(nrows, rows, kw, n, c0, d, out, shift);
+    } else {
+      avgpool_row<2, kMul>(nrows, rows, kw, n, c0, d, out, shift);
+    }
   }
 }
 
@@ -303,25 +332,62 @@ void f32_maxpool_row_avx512(std::size_t nrows, const float* const* rows, const s
 }
 
 void f32_avgpool_row_avx512(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                            std::size_t n, std::size_t c0, float divisor, float* out) {
+                            std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                            std::ptrdiff_t in_step, std::ptrdiff_t out_step) {
   if (power_of_two(divisor)) {
-    avgpool_any<true>(nrows, rows, kw, sw, n, c0, _mm512_set1_ps(1.0f / divisor), out);
+    avgpool_any<true>(nrows, rows, kw, sw, n, c0, _mm512_set1_ps(1.0f / divisor), out, count, in_step, out_step);
   } else {
-    avgpool_any<false>(nrows, rows, kw, sw, n, c0, _mm512_set1_ps(divisor), out);
+    avgpool_any<false>(nrows, rows, kw, sw, n, c0, _mm512_set1_ps(divisor), out, count, in_step, out_step);
   }
 }
 
+// Per plane: pairs of 16-float blocks into two sums, then the remaining full
+// block and the partial one into the first (the loop shape is fixed per call,
+// the partial block's mask computed once), then _mm512_reduce_add_ps.
 void f32_gavgpool_avx512(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out) {
+  const std::size_t pairs = hw / 32, single = (hw % 32) / 16, part = hw % 16;
+  const __mmask16 part_mask = first_lanes(part);
   for (std::size_t p = 0; p < planes; ++p, x += hw) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 32 <= hw; i += 32) {
-      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(x + i));
-      acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(x + i + 16));
+    const float* q = x;
+    for (std::size_t i = 0; i < pairs; ++i, q += 32) {
+      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(q));
+      acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(q + 16));
     }
-    for (; i < hw; i += 16) acc0 = _mm512_add_ps(acc0, _mm512_maskz_loadu_ps(first_lanes(hw - i), x + i));
+    if (single != 0) {
+      acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(q));
+      q += 16;
+    }
+    if (part != 0) acc0 = _mm512_add_ps(acc0, _mm512_maskz_loadu_ps(part_mask, q));
     out[p] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) * inv_hw;
   }
+}
+
+// The scatter stays scalar, in k order (adjacent windows share input
+// elements, so a vector scatter would need conflict handling for little);
+// the zero fill and the streamed copy move whole 64-byte lines.
+void f32_maxpool_backward_avx512(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                 float* dst, float* out) {
+  std::size_t i = 0;
+  for (; i + 16 <= n_in; i += 16) _mm512_storeu_ps(dst + i, _mm512_setzero_ps());
+  if (i < n_in) _mm512_mask_storeu_ps(dst + i, first_lanes(n_in - i), _mm512_setzero_ps());
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const std::int64_t j = idx[k];
+    if (static_cast<std::uint64_t>(j) < n_in) dst[j] += g[k];
+  }
+  if (out == nullptr) return;
+  i = 0;
+  const std::size_t head = ((64 - (reinterpret_cast<std::uintptr_t>(out) & 63)) & 63) / sizeof(float);
+  if ((reinterpret_cast<std::uintptr_t>(out) & 3) != 0 || head >= n_in) {
+    for (; i < n_in; ++i) out[i] = dst[i];
+    return;
+  }
+  if (head != 0) {
+    _mm512_mask_storeu_ps(out, first_lanes(head), _mm512_maskz_loadu_ps(first_lanes(head), dst));
+    i = head;
+  }
+  for (; i + 16 <= n_in; i += 16) _mm512_stream_ps(out + i, _mm512_loadu_ps(dst + i));
+  if (i < n_in) _mm512_mask_storeu_ps(out + i, first_lanes(n_in - i), _mm512_maskz_loadu_ps(first_lanes(n_in - i), dst + i));
 }
 
 }  // namespace nnkern::pool

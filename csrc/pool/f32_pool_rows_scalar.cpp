@@ -1,5 +1,11 @@
 // Portable row kernels: the reference for the vector families' semantics.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "pool/pool_rows.h"
 
@@ -27,14 +33,18 @@ void f32_maxpool_row_scalar(std::size_t nrows, const float* const* rows, const s
 }
 
 void f32_avgpool_row_scalar(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                            std::size_t n, std::size_t c0, float divisor, float* out) {
-  for (std::size_t k = 0; k < n; ++k) {
-    const std::size_t c = c0 + k * sw;
-    float sum = 0.0f;
-    for (std::size_t r = 0; r < nrows; ++r) {
-      for (std::size_t j = 0; j < kw; ++j) sum += rows[r][c + j];
+                            std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                            std::ptrdiff_t in_step, std::ptrdiff_t out_step) {
+  for (std::size_t t = 0; t < count; ++t, out += out_step) {
+    const std::ptrdiff_t shift = static_cast<std::ptrdiff_t>(t) * in_step;
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t c = c0 + k * sw;
+      float sum = 0.0f;
+      for (std::size_t r = 0; r < nrows; ++r) {
+        for (std::size_t j = 0; j < kw; ++j) sum += rows[r][shift + static_cast<std::ptrdiff_t>(c + j)];
+      }
+      out[k] = sum / divisor;
     }
-    out[k] = sum / divisor;
   }
 }
 
@@ -49,6 +59,22 @@ void f32_gavgpool_scalar(std::size_t planes, std::size_t hw, const float* x, flo
     for (; i < hw; ++i) s[0] += x[i];
     out[p] = ((s[0] + s[1]) + (s[2] + s[3])) * inv_hw;
   }
+}
+
+void f32_maxpool_backward_scalar(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                 float* dst, float* out) {
+  std::fill_n(dst, n_in, 0.0f);
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const std::int64_t i = idx[k];
+    if (static_cast<std::uint64_t>(i) < n_in) dst[i] += g[k];
+  }
+  if (out == nullptr) return;
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  for (; i < n_in && (reinterpret_cast<std::uintptr_t>(out + i) & 15) != 0; ++i) out[i] = dst[i];
+  for (; i + 4 <= n_in; i += 4) _mm_stream_ps(out + i, _mm_loadu_ps(dst + i));
+#endif
+  for (; i < n_in; ++i) out[i] = dst[i];
 }
 
 }  // namespace nnkern::pool

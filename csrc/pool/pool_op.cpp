@@ -11,6 +11,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#include <atomic>
 
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -26,12 +30,15 @@ struct PoolRowsConfig {
   PerIsa<F32MaxpoolRowFn> maxpool;
   PerIsa<F32AvgpoolRowFn> avgpool;
   PerIsa<F32GavgpoolFn> gavgpool;
+  PerIsa<F32MaxpoolBackwardFn> maxpool_backward;
 };
 
 const PoolRowsConfig kPoolRows = {
     {f32_maxpool_row_scalar, NNKERN_X86_ONLY(f32_maxpool_row_avx2), NNKERN_X86_ONLY(f32_maxpool_row_avx512)},
     {f32_avgpool_row_scalar, NNKERN_X86_ONLY(f32_avgpool_row_avx2), NNKERN_X86_ONLY(f32_avgpool_row_avx512)},
     {f32_gavgpool_scalar, NNKERN_X86_ONLY(f32_gavgpool_avx2), NNKERN_X86_ONLY(f32_gavgpool_avx512)},
+    {f32_maxpool_backward_scalar, NNKERN_X86_ONLY(f32_maxpool_backward_avx2),
+     NNKERN_X86_ONLY(f32_maxpool_backward_avx512)},
 };
 
 struct Dims {
@@ -207,6 +214,19 @@ void max_backward_typed(const ArrayView& gv, const int64_t* indices, const Array
   const auto plane_bytes = static_cast<std::size_t>(in_plane) * sizeof(T);
   const bool stream = plane_bytes <= kStreamPlaneBytes && plane_bytes * static_cast<std::size_t>(d.planes) >= kStreamBytes;
   // each task owns whole planes: the scatter-add needs no atomics and its order is fixed
+  if constexpr (std::is_same_v<T, float>) {
+    const F32MaxpoolBackwardFn plane_fn = kPoolRows.maxpool_backward.active();
+    parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
+      std::vector<float> scratch(stream ? static_cast<std::size_t>(in_plane) : 0);
+      for (std::size_t q = b; q < e; ++q) {
+        float* plane = gi + q * in_plane;
+        plane_fn(g + q * out_plane, indices + q * out_plane, static_cast<std::size_t>(out_plane),
+                 static_cast<std::size_t>(in_plane), stream ? scratch.data() : plane, stream ? plane : nullptr);
+      }
+      if (stream) store_fence();
+    });
+    return;
+  }
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
     std::vector<T> scratch(stream ? static_cast<std::size_t>(in_plane) : 0);
     for (std::size_t q = b; q < e; ++q) {
@@ -258,14 +278,21 @@ void avg_pool_typed(const ArrayView& xv, const Pool2dParams& p, bool include_pad
   for (int64_t o = 0; o < d.ow; ++o) div_x[o] = avg_divisor(o, d.w, p.kw, p.sw, p.pw, include_pad);
   const bool rows_fast = std::is_same_v<T, float> && (p.sw == 1 || p.sw == 2);
   const auto cols = interior_cols(d.w, d.ow, p.kw, p.sw, p.pw, 1);
+  // output rows whose windows lie inside the input vertically: one row-kernel call per plane
+  const auto inner = interior_cols(d.h, d.oh, p.kh, p.sh, p.ph, 1);
   const F32AvgpoolRowFn row_kernel = kPoolRows.avgpool.active();
   parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
     std::vector<const float*> rows(static_cast<std::size_t>(p.kh));
     for (std::size_t q = b; q < e; ++q) {
       const T* xp = x + q * in_plane;
       T* op = out + q * out_plane;
-      for (int64_t oy = 0; oy < d.oh; ++oy) {
+      const auto border_cells = [&](int64_t oy, int64_t lo, int64_t hi) {
         T* orow = op + oy * d.ow;
+        for (int64_t ox = 0; ox < lo; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
+        for (int64_t ox = hi; ox < d.ow; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
+      };
+      // one row (count 1), or the block [oy, oy + count) of inner rows
+      const auto kernel_rows = [&](int64_t oy, int64_t count) {
         int64_t lo = 0, hi = 0;
         if constexpr (std::is_same_v<T, float>) {
           if (rows_fast && cols.second > cols.first) {
@@ -279,13 +306,16 @@ void avg_pool_typed(const ArrayView& xv, const Pool2dParams& p, bool include_pad
               lo = cols.first;
               hi = cols.second;
               row_kernel(nrows, rows.data(), p.kw, p.sw, hi - lo, lo * p.sw - p.pw,
-                         static_cast<float>(div_y[oy] * p.kw), orow + lo);
+                         static_cast<float>(div_y[oy] * p.kw), op + oy * d.ow + lo, static_cast<std::size_t>(count),
+                         p.sh * d.w, d.ow);
             }
           }
         }
-        for (int64_t ox = 0; ox < lo; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
-        for (int64_t ox = hi; ox < d.ow; ++ox) avg_cell(xp, d, p, oy, ox, static_cast<T>(div_y[oy] * div_x[ox]), orow + ox);
-      }
+        for (int64_t r = 0; r < count; ++r) border_cells(oy + r, lo, hi);
+      };
+      for (int64_t oy = 0; oy < inner.first; ++oy) kernel_rows(oy, 1);
+      if (inner.second > inner.first) kernel_rows(inner.first, inner.second - inner.first);
+      for (int64_t oy = std::max(inner.first, inner.second); oy < d.oh; ++oy) kernel_rows(oy, 1);
     }
   });
 }
@@ -337,8 +367,37 @@ void adaptive_typed(const ArrayView& xv, const ArrayView& ov) {
       // global average: planes are contiguous runs, summed in blocks of planes
       const F32GavgpoolFn kernel = kPoolRows.gavgpool.active();
       const float inv = 1.0f / static_cast<float>(in_plane);
-      parallel_for(static_cast<std::size_t>(d.planes), [&](std::size_t b, std::size_t e) {
-        kernel(e - b, static_cast<std::size_t>(in_plane), x + b * in_plane, inv, out + b);
+      const auto planes = static_cast<std::size_t>(d.planes);
+      const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(get_num_threads()), planes);
+      if (parts < 2 || parts > 64) {
+        parallel_for(planes, [&](std::size_t b, std::size_t e) {
+          kernel(e - b, static_cast<std::size_t>(in_plane), x + b * in_plane, inv, out + b);
+        });
+        return;
+      }
+      // One part of the planes per thread, each thread taking its CPU's part (cpu % parts) when
+      // free: called again on the same input (and a part fits a core's L2), a part is summed
+      // where its data already is, whichever pool thread the OS has put on that CPU meanwhile.
+      // Every plane's sum is the same whoever computes it, so the bits do not change.
+      std::atomic<std::uint64_t> taken{0};
+      parallel_for(parts, [&](std::size_t b, std::size_t e) {
+        for (std::size_t t = b; t < e; ++t) {
+          std::size_t want = t;
+#if defined(__linux__)
+          const int cpu = sched_getcpu();
+          if (cpu >= 0) want = static_cast<std::size_t>(cpu) % parts;
+#endif
+          // `parts` tasks claim `parts` parts: a free one always exists
+          std::uint64_t seen = taken.load(std::memory_order_relaxed);
+          std::size_t part = want;
+          for (;;) {
+            part = want;
+            while (((seen >> part) & 1u) != 0) part = (part + 1) % parts;
+            if (taken.compare_exchange_weak(seen, seen | (std::uint64_t{1} << part), std::memory_order_relaxed)) break;
+          }
+          const auto [pb, pe] = chunk_range(planes, parts, part);
+          kernel(pe - pb, static_cast<std::size_t>(in_plane), x + pb * in_plane, inv, out + pb);
+        }
       });
       return;
     }

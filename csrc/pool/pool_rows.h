@@ -10,8 +10,15 @@
 // the index at the first tap; a tap replaces when val > max or val is NaN.
 // index = row_base[r] + column (row_base[r] = y * W, the plane fits int32);
 // idx == nullptr: the values alone (same values, no index stores).
-// avgpool: out = (sum over taps in row-major order) / divisor.
+// avgpool: out = (sum over taps in row-major order) / divisor, for `count`
+// output rows at once: row t reads rows[r] + t*in_step and writes
+// out + t*out_step (consecutive output rows whose windows all lie inside the
+// input vertically, one call per plane instead of one per row).
 // gavgpool: out[p] = sum(x[p*hw .. (p+1)*hw)) * inv_hw for `planes` planes.
+// maxpool backward, one plane: dst[0, n_in) = 0, then dst[idx[k]] += g[k] for
+// k = 0, 1, ... n_out - 1 (PyTorch's order; an index outside [0, n_in) is
+// skipped); with out != nullptr, dst is the caller's scratch plane and is
+// then copied to out with non-temporal stores (the caller fences).
 #pragma once
 
 #include <cstddef>
@@ -23,16 +30,22 @@ using F32MaxpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, co
                                  std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,
                                  float* out, std::int64_t* idx);
 using F32AvgpoolRowFn = void (*)(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,
-                                 std::size_t n, std::size_t c0, float divisor, float* out);
+                                 std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,
+                                 std::ptrdiff_t in_step, std::ptrdiff_t out_step);
 using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
+using F32MaxpoolBackwardFn = void (*)(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                      float* dst, float* out);
 
 #define NNKERN_DECLARE_POOL_ROWS(isa)                                                                          \
   void f32_maxpool_row_##isa(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,       \
                              std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,   \
                              float* out, std::int64_t* idx);                                                   \
   void f32_avgpool_row_##isa(std::size_t nrows, const float* const* rows, std::size_t kw, std::size_t sw,     \
-                             std::size_t n, std::size_t c0, float divisor, float* out);                       \
-  void f32_gavgpool_##isa(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);
+                             std::size_t n, std::size_t c0, float divisor, float* out, std::size_t count,     \
+                             std::ptrdiff_t in_step, std::ptrdiff_t out_step);                                \
+  void f32_gavgpool_##isa(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out);      \
+  void f32_maxpool_backward_##isa(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in, \
+                                  float* dst, float* out);
 
 NNKERN_DECLARE_POOL_ROWS(scalar)
 NNKERN_DECLARE_POOL_ROWS(avx2)

@@ -6,10 +6,30 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._arrays import FLOAT_DTYPES
 from .._shapes import pool_output_size
 from . import _common as c
 
 IntOrPair = Union[int, Tuple[int, int]]
+
+
+def _float_input(op: str, x: Any) -> tuple[Any, bool, bool]:
+    """``x`` as a 4-D float array, whether it was 3-D (unbatched), and whether it lives on the GPU.
+
+    A 4-D NumPy float32 / float64 array, the common case, has nothing to
+    convert or check and goes through no further call: right after a large
+    pool the interpreter's data is out of the caches, and every Python call
+    made then costs microseconds.
+    """
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and x.size <= c.MAX_ELEMENTS:
+        on_device = False
+    else:
+        a, on_device = c.float_arrays(op, input=x)
+        x = a["input"]
+    if x.ndim == 4:
+        return x, False, on_device
+    x4, unbatched = _input(op, x)
+    return x4, unbatched, on_device
 
 
 def _input(op: str, x: Any) -> tuple[Any, bool]:
@@ -76,8 +96,12 @@ def _window(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any, dilati
     other argument, and every failing one, goes through the checks with ``op``
     in the message.
     """
-    keys = tuple(_plain_key(v) for v in (kernel_size, stride, padding, dilation))
-    if type(ceil_mode) is bool and all(k is not _NO_KEY for k in keys):
+    if type(kernel_size) is int and (stride is None or type(stride) is int) and type(padding) is int \
+            and type(dilation) is int and type(ceil_mode) is bool:
+        keys = (kernel_size, stride, padding, dilation)  # the common call: plain ints
+    else:
+        keys = tuple(_plain_key(v) for v in (kernel_size, stride, padding, dilation))
+    if type(ceil_mode) is bool and _NO_KEY not in keys:
         try:
             return _window_cached(tuple(x.shape), *keys, ceil_mode)
         except (TypeError, ValueError):
@@ -95,8 +119,7 @@ def max_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
     a window gives NaN.
     """
     op = "max_pool2d"
-    a, on_device = c.float_arrays(op, input=x)
-    x4, unbatched = _input(op, a["input"])
+    x4, unbatched, on_device = _float_input(op, x)
     k, s, p, d, cm, _ = _window(op, x4, kernel_size, stride, padding, dilation, ceil_mode)
     impl = c.dispatch(op, backend, on_device, input=x4).max_pool2d
     # a backend may offer a values-only variant (no int64 indices to compute and store)
@@ -140,9 +163,8 @@ def avg_pool2d(x: Any, kernel_size: IntOrPair, stride: Optional[IntOrPair] = Non
                ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> Any:
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (same divisor rules)."""
     op = "avg_pool2d"
-    a, on_device = c.float_arrays(op, input=x)
-    x4, unbatched = _input(op, a["input"])
-    k, s, p, cm, _ = _avg_window(op, x4, kernel_size, stride, padding, ceil_mode)
+    x4, unbatched, on_device = _float_input(op, x)
+    k, s, p, _, cm, _ = _window(op, x4, kernel_size, stride, padding, 1, ceil_mode)
     out = c.dispatch(op, backend, on_device, input=x4).avg_pool2d(x4, k, s, p, cm, bool(count_include_pad))
     return out[0] if unbatched else out
 
@@ -164,7 +186,7 @@ def avg_pool2d_backward(grad_output: Any, x: Any, kernel_size: IntOrPair, stride
 
 def _adaptive_size(op: str, output_size: Any, x4: Any) -> tuple[int, int]:
     """The output (OH, OW) of an adaptive pool, checked; plain int / pair sizes hit a cache (see ``_window``)."""
-    key = _plain_key(output_size)
+    key = output_size if type(output_size) is int else _plain_key(output_size)
     if key is not _NO_KEY and key is not None:
         try:
             return _adaptive_size_cached(key, tuple(x4.shape))
@@ -215,8 +237,7 @@ def adaptive_avg_pool2d(x: Any, output_size: Any, *, backend: Optional[str] = No
     An output size of 0 gives an empty result, as in PyTorch.
     """
     op = "adaptive_avg_pool2d"
-    a, on_device = c.float_arrays(op, input=x)
-    x4, unbatched = _input(op, a["input"])
+    x4, unbatched, on_device = _float_input(op, x)
     size = _adaptive_size(op, output_size, x4)
     out = c.dispatch(op, backend, on_device, input=x4).adaptive_avg_pool2d(x4, size)
     return out[0] if unbatched else out

@@ -5,14 +5,27 @@ Thin wrappers over ``nnkern._cpu``: the output size comes from ``nnkern._shapes`
 """
 from __future__ import annotations
 
+import functools
+
 from ... import _cpu
 from ..._shapes import pool_output_size
 
 
-def _out_hw(x, kernel, stride, padding, dilation, ceil_mode):
-    h, w = x.shape[2:]
+def _out_hw_uncached(h, w, kernel, stride, padding, dilation, ceil_mode):
     return (pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode),
             pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode))
+
+
+_out_hw_cached = functools.lru_cache(maxsize=256)(_out_hw_uncached)
+
+
+def _out_hw(x, kernel, stride, padding, dilation, ceil_mode):
+    h, w = x.shape[2:]
+    try:
+        # the functional layer passes tuples of ints: hashable, and the same few shapes call after call
+        return _out_hw_cached(h, w, kernel, stride, padding, dilation, ceil_mode)
+    except TypeError:  # a list argument (unhashable)
+        return _out_hw_uncached(h, w, kernel, stride, padding, dilation, ceil_mode)
 
 
 def max_pool2d(x, kernel, stride, padding, dilation, ceil_mode):
