@@ -371,10 +371,7 @@ void f32_maxpool_backward_avx512(const float* g, const std::int64_t* idx, std::s
   std::size_t i = 0;
   for (; i + 16 <= n_in; i += 16) _mm512_storeu_ps(dst + i, _mm512_setzero_ps());
   if (i < n_in) _mm512_mask_storeu_ps(dst + i, first_lanes(n_in - i), _mm512_setzero_ps());
-  for (std::size_t k = 0; k < n_out; ++k) {
-    const std::int64_t j = idx[k];
-    if (static_cast<std::uint64_t>(j) < n_in) dst[j] += g[k];
-  }
+  maxpool_scatter(g, idx, n_out, n_in, dst);
   if (out == nullptr) return;
   i = 0;
   const std::size_t head = ((64 - (reinterpret_cast<std::uintptr_t>(out) & 63)) & 63) / sizeof(float);

@@ -36,6 +36,16 @@ using F32GavgpoolFn = void (*)(std::size_t planes, std::size_t hw, const float* 
 using F32MaxpoolBackwardFn = void (*)(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
                                       float* dst, float* out);
 
+// The max-pool backward's scatter of one plane, shared by every family: dst[idx[k]] += g[k] in k
+// order (adjacent windows share input elements; indices outside the plane are skipped).
+inline void maxpool_scatter(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                            float* dst) {
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const std::int64_t i = idx[k];
+    if (static_cast<std::uint64_t>(i) < n_in) dst[i] += g[k];
+  }
+}
+
 #define NNKERN_DECLARE_POOL_ROWS(isa)                                                                          \
   void f32_maxpool_row_##isa(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,       \
                              std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,   \
