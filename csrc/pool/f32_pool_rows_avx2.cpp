@@ -122,8 +122,7 @@ void f32_gavgpool_avx2(std::size_t planes, std::size_t hw, const float* x, float
 
 void f32_maxpool_backward_avx2(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
                                float* dst, float* out) {
-  std::fill_n(dst, n_in, 0.0f);
-  maxpool_scatter(g, idx, n_out, n_in, dst);
+  maxpool_zero_scatter(g, idx, n_out, n_in, dst);
   if (out == nullptr) return;
   std::size_t i = 0;
   for (; i < n_in && (reinterpret_cast<std::uintptr_t>(out + i) & 31) != 0; ++i) out[i] = dst[i];

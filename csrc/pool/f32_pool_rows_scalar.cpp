@@ -63,8 +63,7 @@ void f32_gavgpool_scalar(std::size_t planes, std::size_t hw, const float* x, flo
 
 void f32_maxpool_backward_scalar(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
                                  float* dst, float* out) {
-  std::fill_n(dst, n_in, 0.0f);
-  maxpool_scatter(g, idx, n_out, n_in, dst);
+  maxpool_zero_scatter(g, idx, n_out, n_in, dst);
   if (out == nullptr) return;
   std::size_t i = 0;
 #if defined(__SSE2__)

@@ -46,6 +46,13 @@ inline void maxpool_scatter(const float* g, const std::int64_t* idx, std::size_t
   }
 }
 
+// dst (n_in elements) zeroed, then the scatter: the portable families' first half of the backward.
+inline void maxpool_zero_scatter(const float* g, const std::int64_t* idx, std::size_t n_out, std::size_t n_in,
+                                 float* dst) {
+  for (std::size_t i = 0; i < n_in; ++i) dst[i] = 0.0f;
+  maxpool_scatter(g, idx, n_out, n_in, dst);
+}
+
 #define NNKERN_DECLARE_POOL_ROWS(isa)                                                                          \
   void f32_maxpool_row_##isa(std::size_t nrows, const float* const* rows, const std::int32_t* row_base,       \
                              std::size_t kw, std::size_t sw, std::size_t dw, std::size_t n, std::size_t c0,   \
