@@ -647,6 +647,9 @@ void (*const kDirectConv)(const conv::DirectConv&, size_t, size_t) = NNKERN_X86_
 void (*const kDirectWgrad)(const conv::DirectWgrad&, size_t, size_t, size_t, size_t, float*) =
     NNKERN_X86_ONLY(conv::f32_direct_wgrad_avx512);
 
+bool (*const kDirectWgradLanes)(const conv::DirectWgradLanes&, size_t, size_t, float*) =
+    NNKERN_X86_ONLY(conv::f32_direct_wgrad_lanes_avx512);
+
 bool direct_isa() { return active_isa() == Isa::avx512 && kDirectConv != nullptr; }
 
 // The forward and grad_weight take the direct kernels when the output has few channels.
@@ -763,7 +766,43 @@ void direct_grad_input(const Plan& pl, const float* go, const float* w, float* g
 // grad_weight: 16-lane partial sums per (o, tap), images added in order, each
 // thread owning a range of taps; the lanes reduced in double, in order. The
 // bits do not depend on the thread count.
+// grad_weight with the output channels in the lanes (at most 16 of them, kw
+// 2..7): grad_output transposed once to pixel-major 16-float rows, then each
+// thread owns a range of kernel rows (c, i), every tap one accumulator over
+// all images in order. The bits do not depend on the thread count.
+bool direct_grad_weight_lanes(const Plan& pl, const float* go, const float* x, float* gw) {
+  const ConvGeometry& g = pl.g;
+  if (kDirectWgradLanes == nullptr || g.o > 16 || g.kw < 2 || g.kw > 7) return false;
+  const DirectPlanes dp(g);
+  if (!dp.in_place) return false;
+  const size_t rows = g.c * g.kh;
+  ScratchBuffer acc_buf = acquire_scratch(rows * g.kw * 16 * sizeof(float));
+  float* const acc = acc_buf.as<float>();
+  std::fill_n(acc, rows * g.kw * 16, 0.0f);
+  if (pl.p != 0 && g.n != 0) {
+    ScratchBuffer gt_buf = acquire_scratch(g.n * pl.p * 16 * sizeof(float));
+    float* const gt = gt_buf.as<float>();
+    parallel_for(g.n, [&](size_t n0, size_t n1) {
+      for (size_t n = n0; n < n1; ++n) {
+        float* const d = gt + n * pl.p * 16;
+        const float* const src = go + n * g.o * pl.p;
+        for (size_t q = 0; q < pl.p; ++q) {
+          for (size_t o = 0; o < 16; ++o) d[q * 16 + o] = o < g.o ? src[o * pl.p + q] : 0.0f;
+        }
+      }
+    });
+    const conv::DirectWgradLanes p{x, dp.plane, dp.pitch, g.kh, g.kw, g.dh, g.dw, gt, g.oh, g.ow, g.n,
+                                   g.c * pl.hw, pl.p * 16};
+    parallel_for(rows, [&](size_t r0, size_t r1) { kDirectWgradLanes(p, r0, r1, acc); });
+  }
+  for (size_t o = 0; o < g.o; ++o) {
+    for (size_t t = 0; t < pl.k; ++t) gw[o * pl.k + t] = acc[t * 16 + o];
+  }
+  return true;
+}
+
 void direct_grad_weight(const Plan& pl, const float* go, const float* x, float* gw) {
+  if (direct_grad_weight_lanes(pl, go, x, gw)) return;
   const ConvGeometry& g = pl.g;
   const size_t k = pl.k;
   std::vector<float> acc(g.o * k * 16, 0.0f);

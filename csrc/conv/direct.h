@@ -50,4 +50,20 @@ struct DirectWgrad {
 void f32_direct_wgrad_avx512(const DirectWgrad& p, std::size_t o0, std::size_t o1, std::size_t t0, std::size_t t1,
                              float* acc);
 
+// The weight gradient with the output channels in the lanes (O <= 16, kw in
+// 2..7): gt holds grad_output transposed, gt[pixel * 16 + o] (lanes o >= O
+// zero, 64-byte aligned); for kernel rows r = c * kh + i in [r0, r1),
+// acc[(r * kw + j) * 16 + o] += sum over images (in order), y, x of
+// gt[(y * ow + x) * 16 + o] * in[c * plane + (y + i * dh) * pitch + x + j * dw].
+// acc is 64-byte aligned. Returns false (nothing done) for another kw.
+struct DirectWgradLanes {
+  const float* in;
+  std::size_t plane, pitch, kh, kw, dh, dw;
+  const float* gt;
+  std::size_t oh, ow;
+  std::size_t images, in_image, gt_image;
+};
+
+bool f32_direct_wgrad_lanes_avx512(const DirectWgradLanes& p, std::size_t r0, std::size_t r1, float* acc);
+
 }  // namespace nnkern::conv

@@ -116,6 +116,45 @@ void wgrad_tile(const DirectWgrad& p, size_t o0, const size_t* toff, size_t t0, 
   }
 }
 
+// Output channels in the lanes (O <= 16): two kernel rows (c, i) of KW taps
+// each, one accumulator per tap holding every output channel; per pixel one
+// aligned grad_output vector and 2 * KW broadcasts of input pixels feed 2 * KW
+// FMAs. No vector load crosses a cache line (the row-vectorized tile's
+// unaligned loads do, and run at half the FMA rate).
+template <int KW>
+void wgrad_lanes_rows(const DirectWgradLanes& p, size_t r0, size_t rows, float* acc) {
+  const size_t kh = p.kh;
+  for (size_t r = r0; r < r0 + rows; r += 2) {
+    const bool two = r + 1 < r0 + rows;
+    const size_t off0 = r / kh * p.plane + r % kh * p.dh * p.pitch;
+    const size_t off1 = two ? (r + 1) / kh * p.plane + (r + 1) % kh * p.dh * p.pitch : off0;
+    __m512 a0[KW], a1[KW];
+    _Pragma("GCC unroll 8") for (int j = 0; j < KW; ++j) {
+      a0[j] = _mm512_load_ps(acc + (r * KW + j) * 16);
+      a1[j] = two ? _mm512_load_ps(acc + ((r + 1) * KW + j) * 16) : _mm512_setzero_ps();
+    }
+    for (size_t n = 0; n < p.images; ++n) {
+      const float* const in = p.in + n * p.in_image;
+      const float* gt = p.gt + n * p.gt_image;
+      for (size_t y = 0; y < p.oh; ++y) {
+        const float* const x0 = in + off0 + y * p.pitch;
+        const float* const x1 = in + off1 + y * p.pitch;
+        for (size_t x = 0; x < p.ow; ++x, gt += 16) {
+          const __m512 gv = _mm512_load_ps(gt);
+          _Pragma("GCC unroll 8") for (int j = 0; j < KW; ++j) {
+            a0[j] = _mm512_fmadd_ps(gv, _mm512_set1_ps(x0[x + static_cast<size_t>(j) * p.dw]), a0[j]);
+            a1[j] = _mm512_fmadd_ps(gv, _mm512_set1_ps(x1[x + static_cast<size_t>(j) * p.dw]), a1[j]);
+          }
+        }
+      }
+    }
+    _Pragma("GCC unroll 8") for (int j = 0; j < KW; ++j) {
+      _mm512_store_ps(acc + (r * KW + j) * 16, a0[j]);
+      if (two) _mm512_store_ps(acc + ((r + 1) * KW + j) * 16, a1[j]);
+    }
+  }
+}
+
 // Tables of the instantiations: [OB - 1][RB - 1].
 using ConvTileFn = void (*)(const DirectConv&, size_t, size_t, size_t);
 struct ConvTilePair {
@@ -189,6 +228,18 @@ void f32_direct_wgrad_avx512(const DirectWgrad& p, size_t o0, size_t o1, size_t 
       const size_t b0 = ob.start(bo), b1 = ob.start(bo + 1);
       kWgradTiles[b1 - b0 - 1][a1 - a0 - 1](p, o0 + b0, toff.data() + a0, t0 + a0, k, acc);
     }
+  }
+}
+
+bool f32_direct_wgrad_lanes_avx512(const DirectWgradLanes& p, size_t r0, size_t r1, float* acc) {
+  switch (p.kw) {
+    case 2: wgrad_lanes_rows<2>(p, r0, r1 - r0, acc); return true;
+    case 3: wgrad_lanes_rows<3>(p, r0, r1 - r0, acc); return true;
+    case 4: wgrad_lanes_rows<4>(p, r0, r1 - r0, acc); return true;
+    case 5: wgrad_lanes_rows<5>(p, r0, r1 - r0, acc); return true;
+    case 6: wgrad_lanes_rows<6>(p, r0, r1 - r0, acc); return true;
+    case 7: wgrad_lanes_rows<7>(p, r0, r1 - r0, acc); return true;
+    default: return false;
   }
 }
 
