@@ -650,6 +650,9 @@ void (*const kDirectWgrad)(const conv::DirectWgrad&, size_t, size_t, size_t, siz
 bool (*const kDirectWgradLanes)(const conv::DirectWgradLanes&, size_t, size_t, float*) =
     NNKERN_X86_ONLY(conv::f32_direct_wgrad_lanes_avx512);
 
+void (*const kDirectConvLanes)(const conv::DirectConvLanes&, const float*, size_t, size_t, float*, const float*) =
+    NNKERN_X86_ONLY(conv::f32_direct_conv_lanes_avx512);
+
 bool direct_isa() { return active_isa() == Isa::avx512 && kDirectConv != nullptr; }
 
 // The forward and grad_weight take the direct kernels when the output has few channels.
@@ -699,10 +702,48 @@ size_t direct_chunks(size_t images, size_t channels) {
   return std::max<size_t>(1, std::min(ceil_div(channels, 4), ceil_div(threads, std::max<size_t>(images, 1))));
 }
 
+// The forward with at most 16 output channels: the channels in the lanes
+// (weights repacked per call: c * kh * kw vectors); tasks are images, or row
+// ranges of an image when there are fewer images than threads.
+void direct_forward_lanes(const Plan& pl, const float* x, const float* w, const float* bias, const float* residual,
+                          bool relu, float* out) {
+  const ConvGeometry& g = pl.g;
+  const DirectPlanes dp(g);
+  ScratchBuffer wbuf = acquire_scratch((pl.k + 1) * 16 * sizeof(float));
+  float* const wt = wbuf.as<float>();
+  float* const bias16 = wt + pl.k * 16;
+  for (size_t t = 0; t < pl.k; ++t) {
+    for (size_t o = 0; o < 16; ++o) wt[t * 16 + o] = o < g.o ? w[o * pl.k + t] : 0.0f;
+  }
+  for (size_t o = 0; o < 16; ++o) bias16[o] = bias != nullptr && o < g.o ? bias[o] : 0.0f;
+  const conv::DirectConvLanes p{g.c, dp.plane, dp.pitch, wt, bias16, g.o, g.kh, g.kw, g.dh, g.dw, g.oh, g.ow, relu};
+  const auto threads = static_cast<size_t>(get_num_threads());
+  const size_t chunks = g.n >= threads ? 1 : std::min(g.oh, ceil_div(threads, g.n));
+  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
+    ScratchBuffer scratch;
+    if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
+    size_t padded = g.n;
+    const float* in = nullptr;
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / chunks, k = t % chunks;
+      if (n != padded || dp.in_place) {
+        in = dp.image(g, x, n, scratch.as<float>());
+        padded = n;
+      }
+      kDirectConvLanes(p, in, k * g.oh / chunks, (k + 1) * g.oh / chunks, out + n * g.o * pl.p,
+                       residual != nullptr ? residual + n * g.o * pl.p : nullptr);
+    }
+  });
+}
+
 void direct_forward(const Plan& pl, const float* x, const float* w, const float* bias, const float* residual,
                     bool relu, float* out) {
   const ConvGeometry& g = pl.g;
   if (pl.p == 0 || g.n == 0) return;
+  if (kDirectConvLanes != nullptr && g.o <= 16) {
+    direct_forward_lanes(pl, x, w, bias, residual, relu, out);
+    return;
+  }
   const DirectPlanes dp(g);
   const size_t chunks = direct_chunks(g.n, g.o);
   parallel_for(g.n * chunks, [&](size_t first, size_t last) {

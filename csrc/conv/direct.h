@@ -50,6 +50,23 @@ struct DirectWgrad {
 void f32_direct_wgrad_avx512(const DirectWgrad& p, std::size_t o0, std::size_t o1, std::size_t t0, std::size_t t1,
                              float* acc);
 
+// The forward with the output channels in the lanes (O <= 16): wt[((c * kh +
+// i) * kw + j) * 16 + o] = w[o][c][i][j] (lanes o >= O zero) and bias16 (bias
+// or zeros, 16 lanes), both 64-byte aligned; output rows [y0, y1) of one
+// image (`in`: its planes, `out` / `residual`: its output planes), the same
+// bits as direct_conv.
+struct DirectConvLanes {
+  std::size_t c, plane, pitch;
+  const float* wt;
+  const float* bias16;
+  std::size_t o, kh, kw, dh, dw;
+  std::size_t oh, ow;
+  bool relu;
+};
+
+void f32_direct_conv_lanes_avx512(const DirectConvLanes& p, const float* in, std::size_t y0, std::size_t y1,
+                                  float* out, const float* residual);
+
 // The weight gradient with the output channels in the lanes (O <= 16, kw in
 // 2..7): gt holds grad_output transposed, gt[pixel * 16 + o] (lanes o >= O
 // zero, 64-byte aligned); for kernel rows r = c * kh + i in [r0, r1),

@@ -155,6 +155,51 @@ void wgrad_lanes_rows(const DirectWgradLanes& p, size_t r0, size_t rows, float* 
   }
 }
 
+// Forward with the output channels in the lanes (O <= 16): R output pixels
+// of one row, one accumulator each; per tap one aligned weight vector and R
+// broadcasts of input pixels (FMAs with a broadcast operand). Each output is
+// the same chain as conv_tile's (bias, then taps in (c, i, j) order).
+template <int R>
+void conv_lanes_segment(const DirectConvLanes& p, const float* in, size_t y, size_t x0, float* out,
+                        const float* residual) {
+  __m512 acc[R];
+  const __m512 b = _mm512_load_ps(p.bias16);
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) acc[r] = b;
+  const float* wt = p.wt;
+  for (size_t c = 0; c < p.c; ++c) {
+    for (size_t i = 0; i < p.kh; ++i) {
+      const float* const row = in + c * p.plane + (y + i * p.dh) * p.pitch + x0;
+      for (size_t j = 0; j < p.kw; ++j, wt += 16) {
+        const __m512 w = _mm512_load_ps(wt);
+        const float* const src = row + j * p.dw;
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(w, _mm512_set1_ps(src[r]), acc[r]);
+      }
+    }
+  }
+  alignas(64) float tile[R][16];
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) _mm512_store_ps(tile[r], acc[r]);
+  const size_t oplane = p.oh * p.ow, at = y * p.ow + x0;
+  for (size_t o = 0; o < p.o; ++o) {
+    float* const d = out + o * oplane + at;
+    const float* const res = residual != nullptr ? residual + o * oplane + at : nullptr;
+    for (int r = 0; r < R; ++r) {
+      float v = tile[r][o];
+      if (res != nullptr) v += res[r];
+      // NaN fails the compare and passes through, as torch.relu
+      if (p.relu) v = v < 0.0f ? 0.0f : v;
+      d[r] = v;
+    }
+  }
+}
+
+using LanesSegmentFn = void (*)(const DirectConvLanes&, const float*, size_t, size_t, float*, const float*);
+
+template <int... R>
+constexpr std::array<LanesSegmentFn, sizeof...(R)> lanes_table(std::integer_sequence<int, R...>) {
+  return {&conv_lanes_segment<R + 1>...};
+}
+constexpr auto kLanesSegments = lanes_table(std::make_integer_sequence<int, 16>());
+
 // Tables of the instantiations: [OB - 1][RB - 1].
 using ConvTileFn = void (*)(const DirectConv&, size_t, size_t, size_t);
 struct ConvTilePair {
@@ -227,6 +272,17 @@ void f32_direct_wgrad_avx512(const DirectWgrad& p, size_t o0, size_t o1, size_t 
     for (size_t bo = 0; bo < ob.parts; ++bo) {
       const size_t b0 = ob.start(bo), b1 = ob.start(bo + 1);
       kWgradTiles[b1 - b0 - 1][a1 - a0 - 1](p, o0 + b0, toff.data() + a0, t0 + a0, k, acc);
+    }
+  }
+}
+
+void f32_direct_conv_lanes_avx512(const DirectConvLanes& p, const float* in, std::size_t y0, std::size_t y1,
+                                  float* out, const float* residual) {
+  const Blocks segs(p.ow, 16);
+  for (size_t y = y0; y < y1; ++y) {
+    for (size_t s = 0; s < segs.parts; ++s) {
+      const size_t x0 = segs.start(s), x1 = segs.start(s + 1);
+      kLanesSegments[x1 - x0 - 1](p, in, y, x0, out, residual);
     }
   }
 }
