@@ -77,11 +77,12 @@ CASES = {
     # several 16-pixel segments with tails, exactly 16 wide, padding (scratch planes; grad_input crops
     # when the padding exceeds the kernel), dilation, output-channel blocks with remainders, 32 outputs,
     # batch 1 (channels split over threads), 9 images (weight-gradient batches of 8 plus a tail); unpadded
-    # with at most 16 outputs and kw 2..7: the weight gradient with the output channels in the lanes
+    # with 9..16 outputs and kw 2..7: the weight gradient with the output channels in the lanes; with one
+    # input channel (the LeNet cases above) the weight gradient takes the row tile too
     "direct lenet conv2": (3, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "direct wide rows, asym pad": (2, 3, 9, 37, 7, 3, 3, (1, 1), (1, 1, 2, 0), (1, 1), 1),
     "direct 16 wide, dilation 2": (1, 5, 12, 18, 5, 3, 3, (1, 1), (1, 1, 1, 1), (2, 2), 1),
-    "direct unpadded, dilation 2, 8 outputs": (2, 3, 9, 14, 8, 3, 3, (1, 1), (0, 0, 0, 0), (2, 2), 1),
+    "direct unpadded, dilation 2, 12 outputs": (2, 3, 9, 14, 12, 3, 3, (1, 1), (0, 0, 0, 0), (2, 2), 1),
     "direct 9 images, 2x4 kernel": (9, 4, 7, 11, 9, 2, 4, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "direct 32 outputs, padding 3": (2, 3, 6, 8, 32, 3, 3, (1, 1), (3, 0, 3, 1), (1, 1), 1),
     "direct batch 1, one output row": (1, 2, 3, 40, 6, 3, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),

@@ -662,6 +662,14 @@ bool direct_applies(const Plan& pl) {
          g.o <= kDirectMaxOut && pl.k <= kDirectMaxDepth;
 }
 
+// grad_weight: as the forward, and also with one input channel (a LeNet
+// 1 -> 6 first layer): the tile shares each input load among its outputs.
+bool direct_grad_weight_applies(const Plan& pl) {
+  const ConvGeometry& g = pl.g;
+  return direct_isa() && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 && g.o <= kDirectMaxOut &&
+         pl.k <= kDirectMaxDepth;
+}
+
 // grad_input is a stride-1 conv of the padded grad_output (O channels) with
 // the flipped, transposed weight (C outputs): few *input* channels.
 bool direct_grad_input_applies(const Plan& pl) {
@@ -807,13 +815,13 @@ void direct_grad_input(const Plan& pl, const float* go, const float* w, float* g
 // grad_weight: 16-lane partial sums per (o, tap), images added in order, each
 // thread owning a range of taps; the lanes reduced in double, in order. The
 // bits do not depend on the thread count.
-// grad_weight with the output channels in the lanes (at most 16 of them, kw
-// 2..7): grad_output transposed once to pixel-major 16-float rows, then each
+// grad_weight with the output channels in the lanes (9 to 16 of them: with
+// fewer, most lanes would idle and the row tile is faster; kw 2..7): grad_output transposed once to pixel-major 16-float rows, then each
 // thread owns a range of kernel rows (c, i), every tap one accumulator over
 // all images in order. The bits do not depend on the thread count.
 bool direct_grad_weight_lanes(const Plan& pl, const float* go, const float* x, float* gw) {
   const ConvGeometry& g = pl.g;
-  if (kDirectWgradLanes == nullptr || g.o > 16 || g.kw < 2 || g.kw > 7) return false;
+  if (kDirectWgradLanes == nullptr || g.o > 16 || g.o <= 8 || g.kw < 2 || g.kw > 7) return false;
   const DirectPlanes dp(g);
   if (!dp.in_place) return false;
   const size_t rows = g.c * g.kh;
@@ -985,13 +993,20 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
   }
   if (gb != nullptr) grad_bias_typed(pl, go.as<T>(), gb->as<T>());
   if (pl.cg == 1) {
-    if (gw != nullptr) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (gw != nullptr && direct_grad_weight_applies(pl)) {
+        direct_grad_weight(pl, go.as<float>(), x.as<float>(), gw->as<float>());
+        done = true;
+      }
+    }
+    if (gw != nullptr && !done) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
     if (gx != nullptr) dwconv_grad_input(pl, go.as<T>(), w.as<T>(), gx->as<T>());
     return;
   }
   if (gw != nullptr) {
     if constexpr (std::is_same_v<T, float>) {
-      if (direct_applies(pl)) {
+      if (direct_grad_weight_applies(pl)) {
         direct_grad_weight(pl, go.as<float>(), x.as<float>(), gw->as<float>());
       } else {
         grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
