@@ -789,36 +789,37 @@ void direct_grad_input(const Plan& pl, const float* go, const float* w, float* g
     }
   }
   const size_t ph = g.h + (g.kh - 1) * g.dh, pw = g.w + (g.kw - 1) * g.dw;
+  const size_t pitch = pw, plane = ph * pitch;
   const auto top = static_cast<ptrdiff_t>((g.kh - 1) * g.dh) - static_cast<ptrdiff_t>(g.pt);
   const auto left = static_cast<ptrdiff_t>((g.kw - 1) * g.dw) - static_cast<ptrdiff_t>(g.pl);
   const size_t chunks = direct_chunks(g.n, g.c);
   parallel_for(g.n * chunks, [&](size_t first, size_t last) {
-    ScratchBuffer scratch = acquire_scratch(g.o * ph * pw * sizeof(float));
+    // 16 floats of slack after the planes: every tile's loads may read whole vectors
+    ScratchBuffer scratch = acquire_scratch((g.o * plane + 16) * sizeof(float));
     float* const pad = scratch.as<float>();
+    std::fill_n(pad + g.o * plane, 16, 0.0f);
     size_t padded = g.n;
     for (size_t t = first; t < last; ++t) {
       const size_t n = t / chunks, k = t % chunks;
       if (n != padded) {
         for (size_t o = 0; o < g.o; ++o) {
-          pad_plane(go + (n * g.o + o) * pl.p, g.oh, g.ow, top, left, ph, pw, pad + o * ph * pw);
+          pad_plane(go + (n * g.o + o) * pl.p, g.oh, g.ow, top, left, ph, pitch, pad + o * plane);
         }
         padded = n;
       }
-      const conv::DirectConv p{pad,  g.o,  ph * pw, pw,  wt.data(), g.c,   g.kh,    g.kw,    g.dh,
+      const conv::DirectConv p{pad,  g.o,  plane, pitch,  wt.data(), g.c,   g.kh,    g.kw,    g.dh,
                                g.dw, g.h,  g.w,     gx + n * g.c * pl.hw, nullptr,   nullptr, false,
-                               pad + g.o * ph * pw};
+                               pad + g.o * plane + 16};
       kDirectConv(p, k * g.c / chunks, (k + 1) * g.c / chunks);
     }
   });
 }
 
-// grad_weight: 16-lane partial sums per (o, tap), images added in order, each
-// thread owning a range of taps; the lanes reduced in double, in order. The
-// bits do not depend on the thread count.
 // grad_weight with the output channels in the lanes (9 to 16 of them: with
-// fewer, most lanes would idle and the row tile is faster; kw 2..7): grad_output transposed once to pixel-major 16-float rows, then each
-// thread owns a range of kernel rows (c, i), every tap one accumulator over
-// all images in order. The bits do not depend on the thread count.
+// fewer, most lanes would idle and the row tile is faster; kw 2..7):
+// grad_output transposed once to pixel-major 16-float rows, then each thread
+// owns a range of kernel rows (c, i), every tap one accumulator over all
+// images in order. The bits do not depend on the thread count.
 bool direct_grad_weight_lanes(const Plan& pl, const float* go, const float* x, float* gw) {
   const ConvGeometry& g = pl.g;
   if (kDirectWgradLanes == nullptr || g.o > 16 || g.o <= 8 || g.kw < 2 || g.kw > 7) return false;
@@ -850,6 +851,9 @@ bool direct_grad_weight_lanes(const Plan& pl, const float* go, const float* x, f
   return true;
 }
 
+// grad_weight: 16-lane partial sums per (o, tap), images added in order, each
+// thread owning a range of taps; the lanes reduced in double, in order. The
+// bits do not depend on the thread count.
 void direct_grad_weight(const Plan& pl, const float* go, const float* x, float* gw) {
   if (direct_grad_weight_lanes(pl, go, x, gw)) return;
   const ConvGeometry& g = pl.g;
