@@ -17,6 +17,7 @@
 #include "core/weight_cache.h"
 #include "core/workspace.h"
 #include "gemm/gemm.h"
+#include "norm/bn_kernels.h"
 
 namespace nnkern::ops {
 namespace {
@@ -306,24 +307,41 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
 // grad_bias[o] = sum over images and pixels in double, with eight
 // interleaved partial sums (one dependent chain of double adds would take
 // ~4 cycles per element) combined in a fixed order: the same bits for every
-// thread count.
+// thread count. float32 sums each plane with the batch-norm statistics
+// kernel of the active family (norm/bn_kernels.h: float blocks of at most 8
+// terms per lane, double across blocks), the planes added in image order.
+const PerIsa<norm::F32BnStatsFn> kPlaneSums = {norm::f32_bn_stats_scalar, NNKERN_X86_ONLY(norm::f32_bn_stats_avx2),
+                                               NNKERN_X86_ONLY(norm::f32_bn_stats_avx512)};
+
+void plane_sums(const float* go, const Plan& pl, size_t o, double& s) {
+  const auto sums = kPlaneSums.active();
+  for (size_t n = 0; n < pl.g.n; ++n) {
+    double out[2];
+    sums(pl.p, go + (n * pl.g.o + o) * pl.p, 0.0, out);
+    s += out[0];
+  }
+}
+
+void plane_sums(const double* go, const Plan& pl, size_t o, double& s) {
+  constexpr size_t kLanes = 8;
+  double part[kLanes] = {};
+  for (size_t n = 0; n < pl.g.n; ++n) {
+    const double* plane = go + (n * pl.g.o + o) * pl.p;
+    size_t i = 0;
+    for (; i + kLanes <= pl.p; i += kLanes) {
+      for (size_t l = 0; l < kLanes; ++l) part[l] += plane[i + l];
+    }
+    for (; i < pl.p; ++i) part[i % kLanes] += plane[i];
+  }
+  for (double v : part) s += v;
+}
+
 template <class T>
 void grad_bias_typed(const Plan& pl, const T* go, T* gb) {
-  const ConvGeometry& g = pl.g;
-  constexpr size_t kLanes = 8;
-  parallel_for(g.o, [&](size_t o0, size_t o1) {
+  parallel_for(pl.g.o, [&](size_t o0, size_t o1) {
     for (size_t o = o0; o < o1; ++o) {
-      double part[kLanes] = {};
-      for (size_t n = 0; n < g.n; ++n) {
-        const T* plane = go + (n * g.o + o) * pl.p;
-        size_t i = 0;
-        for (; i + kLanes <= pl.p; i += kLanes) {
-          for (size_t l = 0; l < kLanes; ++l) part[l] += static_cast<double>(plane[i + l]);
-        }
-        for (; i < pl.p; ++i) part[i % kLanes] += static_cast<double>(plane[i]);
-      }
       double s = 0;
-      for (double v : part) s += v;
+      plane_sums(go, pl, o, s);
       gb[o] = static_cast<T>(s);
     }
   });
