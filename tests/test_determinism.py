@@ -149,8 +149,8 @@ def test_large_recurrent(mode, bidirectional, batch, hidden, restore_threads):
 @pytest.mark.parametrize("bidirectional,batch", [(False, 20), (False, 25), (True, 20), (True, 7)])
 def test_long_recurrent(mode, bidirectional, batch, restore_threads):
     """Sequences long enough for the team to project the input in several chunks beside the time loop
-    (both directions' processing orders), with the batch split over the members (one direction, 20 or 25
-    rows) or the hidden units (two directions, or too few rows): the same bits as 1 thread."""
+    with the batch split over the members (one direction, 20 or 25 rows: 10 + 10 at 2 threads, units at
+    3 threads for 20), and two directions (projection first, a member each): the same bits as 1 thread."""
     r = np.random.default_rng(11)
     f = np.float32
     gates = {"lstm": 4, "gru": 3}[mode]
