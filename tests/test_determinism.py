@@ -145,6 +145,36 @@ def test_large_recurrent(mode, bidirectional, batch, hidden, restore_threads):
     assert outs[2] == outs[1] and outs[3] == outs[1]
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional,batch", [(False, 20), (False, 25), (True, 20), (True, 7)])
+def test_long_recurrent(mode, bidirectional, batch, restore_threads):
+    """Sequences long enough for the team to project the input in several chunks beside the time loop
+    with the batch split over the members (one direction, 20 or 25 rows: 10 + 10 at 2 threads, units at
+    3 threads for 20), and two directions (projection first, a member each): the same bits as 1 thread."""
+    r = np.random.default_rng(11)
+    f = np.float32
+    gates = {"lstm": 4, "gru": 3}[mode]
+    d = 2 if bidirectional else 1
+    hidden, t_len, inp = 96, 41, 24
+    params = []
+    for _ in range(d):
+        params += [r.standard_normal((gates * hidden, inp)).astype(f) * 0.2,
+                   r.standard_normal((gates * hidden, hidden)).astype(f) * 0.2,
+                   r.standard_normal(gates * hidden).astype(f), r.standard_normal(gates * hidden).astype(f)]
+    x = r.standard_normal((t_len, batch, inp)).astype(f)
+    outs = {}
+    for t in THREADS:
+        nk.set_num_threads(t)
+        runs = []
+        for _ in range(2):
+            out, states = getattr(nk, mode)(x, None, params, bidirectional=bidirectional, backend="cpu")[:2]
+            flat = [out] + (list(states) if mode == "lstm" else [states])
+            runs.append([np.asarray(a).tobytes() for a in flat])
+        assert runs[0] == runs[1], f"{mode}: two runs at {t} threads differ"
+        outs[t] = runs[0]
+    assert outs[2] == outs[1] and outs[3] == outs[1]
+
+
 def test_every_native_op_has_an_entry():
     """A new native op must be given its documented cross-thread behaviour here and in docs/determinism.md."""
     forward_ops = {op.name for op in OPS if _native(op)}

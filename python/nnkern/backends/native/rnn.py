@@ -6,10 +6,14 @@ here is run natively by the ``auto`` backend.
 One native call runs one layer over the whole sequence, every direction: the
 input projection of all steps, the time loop (recurrent multiply by weights
 packed once per call, fused gate pass) and, in the backward, the weight and
-bias gradients and the gradient of the layer input. Python only allocates the
-outputs and the workspace (large arrays on the workspace cache's reused
-memory, no page faults; nothing is allocated inside the time
-loop) and applies the inter-layer dropout. A cell is a sequence of length one.
+bias gradients and the gradient of the layer input. On several threads a
+one-direction layer's forward projects the input in chunks of rows beside the
+time loop (a member that cannot start a step projects the next chunk) and
+splits the batch rows over the members when there are enough (no wait between
+steps), else the hidden units; the bits are those of one thread. Python only
+allocates the outputs and the workspace (large arrays on the workspace cache's
+reused memory, no page faults; nothing is allocated inside the time loop) and
+applies the inter-layer dropout. A cell is a sequence of length one.
 
 Workspace per direction (kept for the backward): the activated gates
 ``(T, N, G)``, the hidden state fed into each step ``(T, N, H)``, and for the
