@@ -73,6 +73,16 @@ CASES = {
     "winograd padding 2 (grad_input unpadded)": (2, 16, 8, 9, 20, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1),
     "winograd padding 3 (grad_input by col2im)": (1, 16, 5, 6, 16, 3, 3, (1, 1), (3, 1, 3, 0), (1, 1), 1),
     "winograd several blocks": (2, 64, 40, 38, 48, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    # pixel-rows GEMM (float32, AVX-512: O a multiple of 32, pixels per image not): row tiles across
+    # images and output rows, partial row tiles, padding on every edge, several kc slices (k > 512),
+    # several tiles per image, stride 1 and 2, batch 1
+    "pixel rows s2, tiles span images": (3, 8, 9, 9, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows s2 odd plane, batch 1": (1, 5, 13, 11, 64, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows 5x5 s1 asym pad": (2, 3, 10, 9, 32, 5, 5, (1, 1), (2, 1, 0, 2), (1, 1), 1),
+    "pixel rows 1x1 s2": (2, 20, 13, 13, 32, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "pixel rows deep k": (2, 60, 11, 11, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows several tiles per image": (1, 64, 61, 61, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows s3 d2 wide pad": (2, 7, 12, 14, 64, 3, 3, (3, 3), (4, 2, 5, 3), (2, 2), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch depthwise": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
 }
@@ -133,6 +143,7 @@ def test_against_reference(isa, dtype, case):
 
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
+                                  "pixel rows s2, tiles span images", "pixel rows several tiles per image",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
                                   "channel multiplier 5, wide rows", "one input channel (LeNet)"])
