@@ -11,6 +11,7 @@
 
 #include "conv/dw3x3.h"
 #include "conv/dwconv.h"
+#include "conv/im2col_panels.h"
 #include "conv/winograd_op.h"
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -31,6 +32,9 @@ constexpr size_t kTileBytes = size_t{1} << 20;
 // At least this many output pixels per GEMM: each call packs the weight
 // (O x K) again, which below ~256 columns costs as much as the arithmetic.
 constexpr size_t kMinTileCols = 256;
+// im2col_panels fetches the input planes this many channels ahead (measured on
+// C4 at one thread: 2 ~2-4% faster than none, bench/notes_conv_session6.md).
+constexpr size_t kIm2colAhead = 2;
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -317,174 +321,18 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
 // a 4-wide one, 87.5% of the kernel's columns used): here the pixels are the
 // GEMM's rows (tiles of 14 on the AVX-512 kernel: 196 = 14 x 14) and the
 // output channels its columns (256 = 8 x 32), so every tile is full. The
-// patches are written straight into the packed A panels (no column matrix,
-// no packing pass), W^T is packed once (weight cache), the bias is added by
-// the GEMM, and the result is transposed to NCHW with the residual and relu.
+// patches are written straight into packed A panels (no column matrix, no
+// packing pass; conv/im2col_panels.h), W^T is packed once (weight cache), the
+// bias is added by the GEMM, and the result is transposed to NCHW with the
+// residual and relu. Float32 on the AVX-512 family only (pixel_rows_applies).
 
-// The patch value of tap row r (weight order) for one output pixel run, as
-// im2col; precomputed per call so that the per-run loops do no divisions.
-template <class T>
-struct PixelRowsPlan {
-  std::vector<Tap> taps;
-  std::vector<size_t> chan_off;  // r -> (grp * cg + c) * h * w
-  explicit PixelRowsPlan(const Plan& pl) {
-    taps.reserve(pl.k);
-    chan_off.reserve(pl.k);
-    for (size_t r = 0; r < pl.k; ++r) {
-      taps.emplace_back(pl.g, r);
-      chan_off.push_back(taps.back().c * pl.hw);
-    }
-  }
-};
-
-// The patches of global pixels [q0, q1) (q = n * P + pixel), packed as the A
-// operand of wt.multiply_packed (gemm.h: PreparedB's packed A layout). Tap
-// row by tap row, every row tile of it: the input is read plane by plane, as
-// im2col does (row tile by row tile, each tile would walk all the planes).
-template <class T>
-void im2col_panels(const Plan& pl, const PixelRowsPlan<T>& pp, const T* x, size_t q0, size_t q1,
-                   const gemm::PreparedB<T>& wt, T* dst) {
-  const ConvGeometry& g = pl.g;
-  const size_t m = q1 - q0, mr = wt.row_align(), kc = wt.slice_depth();
-  const size_t tiles = ceil_div(m, mr);
-  const auto sw = static_cast<ptrdiff_t>(g.sw), h = static_cast<ptrdiff_t>(g.h);
-  // the runs of every row tile, `at` counted from the tile's first element
-  struct TileRun {
-    Run run;
-    size_t tile;
-  };
-  std::vector<TileRun> runs;
-  for (size_t t = 0, ir = 0; t < tiles; ++t) {
-    const size_t rows = wt.row_tile_height(m, t);
-    for (const Run& r : runs_of(pl, q0 + ir, q0 + ir + rows)) runs.push_back({r, t});
-    ir += rows;
-  }
-  for (size_t pc = 0; pc < pl.k; pc += kc) {
-    const size_t kb = std::min(kc, pl.k - pc);
-    T* const slice = dst + pc * tiles * mr;
-    for (size_t r = pc; r < pc + kb; ++r) {
-      const Tap& tap = pp.taps[r];
-      T* const drow = slice + (r - pc) * mr;
-      for (const TileRun& tr : runs) {
-        const Run& run = tr.run;
-        T* const d = drow + tr.tile * mr * kb + run.at;
-        const ptrdiff_t len = run.ox1 - run.ox0;
-        const ptrdiff_t iy = static_cast<ptrdiff_t>(run.oy * g.sh) + tap.row_off;
-        if (iy < 0 || iy >= h) {
-          for (ptrdiff_t i = 0; i < len; ++i) d[i] = T(0);
-          continue;
-        }
-        const T* row = x + run.n * g.c * pl.hw + pp.chan_off[r] + static_cast<size_t>(iy) * g.w;
-        const ptrdiff_t a = std::clamp(tap.lo_x, run.ox0, run.ox1) - run.ox0;
-        const ptrdiff_t b = std::clamp(tap.hi_x - run.ox0, a, len);
-        const T* src = row + (run.ox0 + a) * sw + tap.off_x;
-        for (ptrdiff_t i = 0; i < a; ++i) d[i] = T(0);
-        if (sw == 1) {
-          T* __restrict o = d + a;
-          for (ptrdiff_t i = 0; i < b - a; ++i) o[i] = src[i];
-        } else if (sw == 2) {
-          T* __restrict o = d + a;
-          for (ptrdiff_t i = 0; i < b - a; ++i) o[i] = src[2 * i];
-        } else {
-          for (ptrdiff_t i = 0; i < b - a; ++i) d[a + i] = src[i * sw];
-        }
-        for (ptrdiff_t i = b; i < len; ++i) d[i] = T(0);
-      }
-    }
-  }
-}
-
-// out[n, o, pixel] = act(c[q - q0, o] + residual) for the global pixels
-// [q0, q1): c is pixels x O (the bias already added).
-template <class T>
-void transpose_epilogue(const Plan& pl, const T* c, size_t ldc, size_t q0, size_t q1, const T* residual, bool relu,
-                        T* out) {
-  const ConvGeometry& g = pl.g;
-  for (size_t q = q0; q < q1;) {
-    const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
-    const T* src = c + (q - q0) * ldc;
-    T* const base = out + n * g.o * pl.p + pix;
-    // (pixel_rows_applies: float32 on the AVX-512 family, whose transpose is compiled wherever it is chosen)
-    constexpr gemm::PackTransposeFn<float> kTranspose = NNKERN_X86_ONLY(gemm::f32_pack_transpose_avx512);
-    if constexpr (std::is_same_v<T, float>) {
-      kTranspose(len, g.o, src, static_cast<ptrdiff_t>(ldc), base, pl.p);
-    } else {
-      for (size_t i = 0; i < len; ++i) {
-        for (size_t o = 0; o < g.o; ++o) base[o * pl.p + i] = src[i * ldc + o];
-      }
-    }
-    if (residual != nullptr || relu) {
-      for (size_t o = 0; o < g.o; ++o) {
-        T* d = base + o * pl.p;
-        if (residual != nullptr) {
-          const T* res = residual + (d - out);
-          for (size_t i = 0; i < len; ++i) d[i] += res[i];
-        }
-        if (relu) {
-          for (size_t i = 0; i < len; ++i) d[i] = d[i] < T(0) ? T(0) : d[i];
-        }
-      }
-    }
-    q += len;
-  }
-}
-
-// Row tiles of the kernel family that pixel_rows_applies chose (AVX-512 float32).
+// The AVX-512 float32 kernel's tile: 14 rows (pixels) x 32 columns (channels).
 constexpr size_t kPixelRowsMr = 14, kPixelRowsNr = 32;
-
-// c (m x n, ldc) = A (packed by im2col_panels) @ wt + bias, with the AVX-512
-// 14x32 kernel: slice by slice, row tile by row tile, every column panel of
-// the slice against the tile (its A panel stays in L1 while the packed W^T
-// panels stream from L2). Each element: one FMA chain per slice, slices in
-// ascending order (the bits of multiply_packed).
-inline void multiply_pixel_rows(const gemm::PreparedB<float>& wt, size_t m, const float* a, float* c, size_t ldc,
-                                const float* bias, int variant) {
-  constexpr gemm::GemmUkernelFn<float> kKernel = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_avx512);
-  constexpr gemm::GemmStridedFn<float> kStrided = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_strided_avx512);
-  const size_t mr = wt.row_align(), kc = wt.slice_depth(), n = wt.padded_columns(), k = wt.depth();
-  const size_t tiles = ceil_div(m, mr);
-  const float* const packed = wt.panels();
-  for (size_t pc = 0; pc < k; pc += kc) {
-    const size_t kb = std::min(kc, k - pc);
-    const float* const b_slice = packed + pc * n;
-    const float* const a_slice = a + pc * tiles * mr;
-    const float beta = pc == 0 ? 0.0f : 1.0f;
-    const float* const sbias = pc == 0 ? bias : nullptr;
-    if (variant == 3) {
-      for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
-        for (size_t t = 0, ir = 0; t < tiles; ++t) {
-          const size_t rows = wt.row_tile_height(m, t);
-          kKernel(rows, kPixelRowsNr, kb, a_slice + t * mr * kb, b_slice + jr * kb, c + ir * ldc + jr, ldc, 1.0f,
-                  beta, sbias != nullptr ? sbias + jr : nullptr);
-          ir += rows;
-        }
-      }
-      continue;
-    }
-    if (variant == 4 || variant == 5) {
-      for (size_t t = 0, ir = 0; t < tiles; ++t) {
-        const size_t rows = wt.row_tile_height(m, t);
-        for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
-          const float* next = variant == 5 && jr + kPixelRowsNr < n ? b_slice + (jr + kPixelRowsNr) * kb : nullptr;
-          kStrided(rows, kPixelRowsNr, kb, a_slice + t * mr * kb, b_slice + jr * kb, kPixelRowsNr, next,
-                   c + ir * ldc + jr, ldc, 1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
-        }
-        ir += rows;
-      }
-      continue;
-    }
-    for (size_t t = 0, ir = 0; t < tiles; ++t) {
-      const size_t rows = wt.row_tile_height(m, t);
-      for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
-        kKernel(rows, kPixelRowsNr, kb, a_slice + t * mr * kb, b_slice + jr * kb, c + ir * ldc + jr, ldc, 1.0f, beta,
-                sbias != nullptr ? sbias + jr : nullptr);
-      }
-      ir += rows;
-    }
-  }
-}
-inline void multiply_pixel_rows(const gemm::PreparedB<double>&, size_t, const double*, double*, size_t,
-                                const double*, int) {}
+// Elements between consecutive row tiles of a packed slice beyond the tile
+// itself: without them the tiles lie 14 * 512 floats = 7 x 4 KiB apart, and
+// im2col, which writes the same tap row of every tile in turn, stores into
+// the same few L1 sets (measured: im2col ~2x slower, bench/notes_conv_session6.md).
+constexpr size_t kPixelRowsTilePad = 16;
 
 // Shapes that take conv2d_pixel_rows: float32 on the AVX-512 family, one
 // group, not a 1x1 stride-1 conv (that one reads its input in place), output
@@ -501,15 +349,130 @@ bool pixel_rows_applies(const Plan& pl) {
   }
 }
 
-template <class T>
-void conv2d_pixel_rows(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
+// Offsets of the packed patches of m pixels (im2col_panels.h layout, tiles
+// kPixelRowsTilePad apart): slice pc starts at slice_start(pc), tile t of
+// it at + t * tile_stride(kb).
+struct PixelRowsLayout {
+  size_t m, k, kc, tiles;
+  PixelRowsLayout(size_t rows, size_t depth, size_t slice) : m(rows), k(depth), kc(slice), tiles(ceil_div(rows, kPixelRowsMr)) {}
+  size_t tile_stride(size_t kb) const { return kPixelRowsMr * kb + kPixelRowsTilePad; }
+  size_t slice_start(size_t pc) const { return pc * tiles * kPixelRowsMr + pc / kc * tiles * kPixelRowsTilePad; }
+  size_t elements() const { return slice_start(k) + (k % kc != 0 ? tiles * kPixelRowsTilePad : 0); }
+  // rows of tile t: balanced heights (m = 32: 11 + 11 + 10, not 14 + 14 + 4)
+  size_t tile_rows(size_t t) const { return m / tiles + (t < m % tiles ? 1 : 0); }
+};
+
+// The tap rows of a convolution (weight order), precomputed once per call.
+std::vector<conv::Im2colTap> im2col_taps(const Plan& pl) {
+  std::vector<conv::Im2colTap> taps;
+  taps.reserve(pl.k);
+  for (size_t r = 0; r < pl.k; ++r) {
+    const Tap t(pl.g, r);
+    taps.push_back({t.row_off, t.off_x, t.lo_x, t.hi_x, t.c * pl.hw});
+  }
+  return taps;
+}
+
+// The patches of the global pixels [q0, q1) (q = n * P + pixel) into dst
+// (layout lay), by the AVX-512 run copier.
+void im2col_panels(const Plan& pl, const std::vector<conv::Im2colTap>& taps, const float* x, size_t q0, size_t q1,
+                   const PixelRowsLayout& lay, float* dst) {
+  const ConvGeometry& g = pl.g;
+  std::vector<conv::Im2colRun> runs;
+  for (size_t t = 0, ir = 0; t < lay.tiles; ++t) {
+    const size_t rows = lay.tile_rows(t);
+    for (const Run& r : runs_of(pl, q0 + ir, q0 + ir + rows)) {
+      runs.push_back({r.n * g.c * pl.hw, t, r.at, static_cast<ptrdiff_t>(r.oy * g.sh), r.ox0, r.ox1});
+    }
+    ir += rows;
+  }
+  const size_t n0 = q0 / pl.p, n1 = (q1 - 1) / pl.p + 1;
+  conv::Im2colPanels job{};
+  job.x = x;
+  job.h = g.h;
+  job.w = g.w;
+  job.sw = g.sw;
+  job.taps = taps.data();
+  job.k = pl.k;
+  job.kc = lay.kc;
+  job.mr = kPixelRowsMr;
+  job.tiles = lay.tiles;
+  job.tile_pad = kPixelRowsTilePad;
+  job.runs = runs.data();
+  job.n_runs = runs.size();
+  job.dst = dst;
+  job.taps_per_channel = g.kh * g.kw;
+  job.plane = pl.hw;
+  job.channels = pl.cg;
+  job.image0 = n0;
+  job.images = n1 - n0;
+  job.image_stride = g.c * pl.hw;
+  job.ahead = kIm2colAhead;
+  job.kw = g.kw;
+  NNKERN_X86_ONLY(conv::f32_im2col_panels_avx512)(job);
+}
+
+// c (m x O, ldc) = A (im2col_panels) @ wt + bias, with the AVX-512 14x32
+// kernel: slice by slice, row tile by row tile, every column panel against
+// the tile (its A panel stays in L1 while the packed W^T panels stream from
+// L2). Each element: one FMA chain per slice, slices in ascending order.
+void multiply_pixel_rows(const gemm::PreparedB<float>& wt, const PixelRowsLayout& lay, const float* a, float* c,
+                         size_t ldc, const float* bias) {
+  constexpr gemm::GemmUkernelFn<float> kKernel = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_avx512);
+  const size_t n = wt.padded_columns();
+  const float* const packed = wt.panels();
+  for (size_t pc = 0; pc < lay.k; pc += lay.kc) {
+    const size_t kb = std::min(lay.kc, lay.k - pc);
+    const float* const b_slice = packed + pc * n;
+    const float* const a_slice = a + lay.slice_start(pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const float* const sbias = pc == 0 ? bias : nullptr;
+    for (size_t t = 0, ir = 0; t < lay.tiles; ++t) {
+      const size_t rows = lay.tile_rows(t);
+      for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
+        kKernel(rows, kPixelRowsNr, kb, a_slice + t * lay.tile_stride(kb), b_slice + jr * kb, c + ir * ldc + jr, ldc,
+                1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
+      }
+      ir += rows;
+    }
+  }
+}
+
+// out[n, o, pixel] = act(c[q - q0, o] + residual) for the global pixels
+// [q0, q1): c is pixels x O (the bias already added).
+void transpose_epilogue(const Plan& pl, const float* c, size_t ldc, size_t q0, size_t q1, const float* residual,
+                        bool relu, float* out) {
+  const ConvGeometry& g = pl.g;
+  constexpr gemm::PackTransposeFn<float> kTranspose = NNKERN_X86_ONLY(gemm::f32_pack_transpose_avx512);
+  for (size_t q = q0; q < q1;) {
+    const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
+    float* const base = out + n * g.o * pl.p + pix;
+    kTranspose(len, g.o, c + (q - q0) * ldc, static_cast<ptrdiff_t>(ldc), base, pl.p);
+    if (residual != nullptr || relu) {
+      for (size_t o = 0; o < g.o; ++o) {
+        float* d = base + o * pl.p;
+        if (residual != nullptr) {
+          const float* res = residual + (d - out);
+          for (size_t i = 0; i < len; ++i) d[i] += res[i];
+        }
+        if (relu) {
+          for (size_t i = 0; i < len; ++i) d[i] = d[i] < 0.0f ? 0.0f : d[i];
+        }
+      }
+    }
+    q += len;
+  }
+}
+
+void conv2d_pixel_rows(const Plan& pl, const float* x, const float* w, const float* bias, const float* residual,
+                       bool relu, float* out) {
   const ConvGeometry& g = pl.g;
   const size_t total = g.n * pl.p;
   if (total == 0 || g.o == 0) return;
   // Tiles of about kTileBytes of patches, at least one per thread, their
   // bounds on multiples of the row tile (C4: one image of 196 pixels each).
   const size_t threads = static_cast<size_t>(get_num_threads());
-  size_t n_tiles = ceil_div(total * pl.k * sizeof(T), kTileBytes);
+  size_t n_tiles = ceil_div(total * pl.k * sizeof(float), kTileBytes);
   n_tiles = std::min(ceil_div(total, kPixelRowsMr), ceil_div(n_tiles, threads) * threads);
   const auto tile_start = [&](size_t tile) {
     return tile == n_tiles ? total : std::min(total, tile * total / n_tiles / kPixelRowsMr * kPixelRowsMr);
@@ -518,28 +481,23 @@ void conv2d_pixel_rows(const Plan& pl, const T* x, const T* w, const T* bias, co
   for (size_t t = 0; t < n_tiles; ++t) max_rows = std::max(max_rows, tile_start(t + 1) - tile_start(t));
   constexpr std::uint64_t kTag = 0x434f4e5650520001ull;  // "CONVPR"
   // (max_m = 1: its scratch is not used here, and the entry stays the same for every thread count)
-  const auto wt = gemm::cached_prepared_b(gemm::row_major(w, pl.k, true), g.o * pl.k * sizeof(T), pl.k, g.o, 1, kTag);
-  const PixelRowsPlan<T> pp(pl);
-  const size_t a_elems = ceil_div(max_rows, wt->row_align()) * wt->row_align() * pl.k;
-  // packed patches (64-byte aligned at the start), then the GEMM result (pixels x O)
-  const size_t a_pad = ceil_div(a_elems, 16) * 16;
+  const auto wt = gemm::cached_prepared_b(gemm::row_major(w, pl.k, true), g.o * pl.k * sizeof(float), pl.k, g.o, 1,
+                                          kTag);
+  const std::vector<conv::Im2colTap> taps = im2col_taps(pl);
+  const size_t a_elems = ceil_div(PixelRowsLayout(max_rows, pl.k, wt->slice_depth()).elements(), 16) * 16;
   // the result's rows padded by a cache line: O = 256 floats apart, every
   // fourth row of a 14-row tile would share L1 sets
-  const size_t ldc = g.o + 64 / sizeof(T);
-  const size_t scratch_bytes = (a_pad + max_rows * ldc) * sizeof(T);
+  const size_t ldc = g.o + 16;
   const int variant = conv6_switch();
-  run_tasks(n_tiles, scratch_bytes, [&](size_t tile, void* scratch) {
+  run_tasks(n_tiles, (a_elems + max_rows * ldc) * sizeof(float), [&](size_t tile, void* scratch) {
     const size_t q0 = tile_start(tile), q1 = tile_start(tile + 1);
     if (q1 <= q0) return;
-    T* const a_buf = static_cast<T*>(scratch);
-    T* const c_buf = a_buf + a_pad;
-    im2col_panels(pl, pp, x, q0, q1, *wt, a_buf);
-    if (variant == 2) {
-      wt->multiply_packed(q1 - q0, a_buf, 0, g.o, c_buf, ldc, T(1), T(0), bias);
-    } else {
-      multiply_pixel_rows(*wt, q1 - q0, a_buf, c_buf, ldc, bias, variant);
-    }
-    transpose_epilogue(pl, c_buf, ldc, q0, q1, residual, relu, out);
+    float* const a_buf = static_cast<float*>(scratch);  // 64-byte aligned
+    float* const c_buf = a_buf + a_elems;
+    const PixelRowsLayout lay(q1 - q0, pl.k, wt->slice_depth());
+    if (variant != 6 && variant != 8) im2col_panels(pl, taps, x, q0, q1, lay, a_buf);
+    multiply_pixel_rows(*wt, lay, a_buf, c_buf, ldc, bias);
+    if (variant != 6 && variant != 9) transpose_epilogue(pl, c_buf, ldc, q0, q1, residual, relu, out);
   });
 }
 
@@ -1024,8 +982,8 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
     dw3x3_forward(pl, x, w, bias, residual, relu, out);
   } else if (pl.cg == 1) {
     dwconv_forward(pl, x, w, bias, residual, relu, out);
-  } else if (pixel_rows_applies<T>(pl) && conv6_switch() != 1) {
-    conv2d_pixel_rows(pl, x, w, bias, residual, relu, out);
+  } else if (pixel_rows_applies<T>(pl) && conv6_switch() % 10 != 1) {
+    if constexpr (std::is_same_v<T, float>) conv2d_pixel_rows(pl, x, w, bias, residual, relu, out);
   } else {
     conv2d_gemm(pl, x, w, bias, residual, relu, out);
   }
