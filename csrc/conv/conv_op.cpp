@@ -438,6 +438,63 @@ void multiply_pixel_rows(const gemm::PreparedB<float>& wt, const PixelRowsLayout
   }
 }
 
+// out (NCHW) = A (im2col_panels) @ wt + bias for the global pixels [q0, q1),
+// each row tile inside one image (tiles_inside_images): the kernel stores
+// its 14x32 tiles transposed, straight into the output planes (no result
+// buffer, no transpose pass). The same FMA chains as multiply_pixel_rows.
+void multiply_pixel_rows_into(const Plan& pl, const gemm::PreparedB<float>& wt, const PixelRowsLayout& lay,
+                              const float* a, size_t q0, const float* bias, float* out) {
+  constexpr gemm::GemmUkernelFn<float> kKernel = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_ct_avx512);
+  const size_t n = wt.padded_columns();
+  const float* const packed = wt.panels();
+  for (size_t pc = 0; pc < lay.k; pc += lay.kc) {
+    const size_t kb = std::min(lay.kc, lay.k - pc);
+    const float* const b_slice = packed + pc * n;
+    const float* const a_slice = a + lay.slice_start(pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const float* const sbias = pc == 0 ? bias : nullptr;
+    for (size_t t = 0, ir = 0; t < lay.tiles; ++t) {
+      const size_t rows = lay.tile_rows(t), q = q0 + ir;
+      float* const c = out + q / pl.p * pl.g.o * pl.p + q % pl.p;
+      for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
+        kKernel(rows, kPixelRowsNr, kb, a_slice + t * lay.tile_stride(kb), b_slice + jr * kb, c + jr * pl.p, pl.p,
+                1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
+      }
+      ir += rows;
+    }
+  }
+}
+
+// Whether every row tile of the pixels [q0, q1) lies inside one image.
+bool tiles_inside_images(const Plan& pl, const PixelRowsLayout& lay, size_t q0) {
+  for (size_t t = 0, ir = 0; t < lay.tiles; ++t) {
+    const size_t rows = lay.tile_rows(t);
+    if ((q0 + ir) / pl.p != (q0 + ir + rows - 1) / pl.p) return false;
+    ir += rows;
+  }
+  return true;
+}
+
+// out[n, o, pixel] = act(out + residual) in place for the global pixels [q0, q1).
+void residual_relu(const Plan& pl, size_t q0, size_t q1, const float* residual, bool relu, float* out) {
+  if (residual == nullptr && !relu) return;
+  const ConvGeometry& g = pl.g;
+  for (size_t q = q0; q < q1;) {
+    const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
+    for (size_t o = 0; o < g.o; ++o) {
+      float* d = out + (n * g.o + o) * pl.p + pix;
+      if (residual != nullptr) {
+        const float* res = residual + (d - out);
+        for (size_t i = 0; i < len; ++i) d[i] += res[i];
+      }
+      if (relu) {
+        for (size_t i = 0; i < len; ++i) d[i] = d[i] < 0.0f ? 0.0f : d[i];
+      }
+    }
+    q += len;
+  }
+}
+
 // out[n, o, pixel] = act(c[q - q0, o] + residual) for the global pixels
 // [q0, q1): c is pixels x O (the bias already added).
 void transpose_epilogue(const Plan& pl, const float* c, size_t ldc, size_t q0, size_t q1, const float* residual,
@@ -496,6 +553,11 @@ void conv2d_pixel_rows(const Plan& pl, const float* x, const float* w, const flo
     float* const c_buf = a_buf + a_elems;
     const PixelRowsLayout lay(q1 - q0, pl.k, wt->slice_depth());
     if (variant != 6 && variant != 8) im2col_panels(pl, taps, x, q0, q1, lay, a_buf);
+    if (variant != 5 && tiles_inside_images(pl, lay, q0)) {
+      multiply_pixel_rows_into(pl, *wt, lay, a_buf, q0, bias, out);
+      residual_relu(pl, q0, q1, residual, relu, out);
+      return;
+    }
     multiply_pixel_rows(*wt, lay, a_buf, c_buf, ldc, bias);
     if (variant != 6 && variant != 9) transpose_epilogue(pl, c_buf, ldc, q0, q1, residual, relu, out);
   });
