@@ -190,3 +190,28 @@ def test_depthwise_non_contiguous_input_and_output_mask(isa, case):
             assert (g is None) != want
             if want:
                 assert np.array_equal(g, f)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("width", [14, 15, 17, 19, 22, 25, 27, 28, 29, 41])
+def test_pixel_rows_every_row_tile_height(isa, width, threads):
+    """One output row of `width` pixels (1 x 3 kernel, O = 64): on AVX-512 the pixel-rows GEMM cuts it
+    into balanced row tiles of 7..14 pixels (the transposed-store kernel at each of those heights), with
+    the fused relu + residual; one and two threads (a tile per thread: other heights) give the same bits."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((1, 6, 1, width + 2)).astype(np.float32)
+    weight = (0.5 * rng.standard_normal((64, 6, 1, 3))).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    residual = rng.standard_normal((1, 64, 1, width)).astype(np.float32)
+    geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    expected = ref.conv2d(*f64(x, weight, bias), *geo, "relu", residual.astype(np.float64))
+    got = []
+    for n_threads in (1, 2):
+        threads(n_threads)
+        out = native.OPS["conv2d"](x, weight, bias, *geo, "relu", residual)
+        assert rel_err(out, expected) <= TOL[np.dtype(np.float32)]
+        got.append(out)
+    assert rel_err(native.OPS["conv2d"](x, weight, None, *geo, None, None),
+                   ref.conv2d(*f64(x, weight), None, *geo, None, None)) <= TOL[np.dtype(np.float32)]
+    assert np.array_equal(got[0], got[1])
+    assert np.array_equal(got[1], native.OPS["conv2d"](x, weight, bias, *geo, "relu", residual))

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -38,11 +37,6 @@ constexpr size_t kIm2colAhead = 2;
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
-// TEMPORARY (session 6 measurements): NNKERN_CONV6 read once per call.
-int conv6_switch() {
-  const char* v = std::getenv("NNKERN_CONV6");
-  return v != nullptr ? std::atoi(v) : 0;
-}
 
 // Derived sizes of one convolution.
 struct Plan {
@@ -545,21 +539,20 @@ void conv2d_pixel_rows(const Plan& pl, const float* x, const float* w, const flo
   // the result's rows padded by a cache line: O = 256 floats apart, every
   // fourth row of a 14-row tile would share L1 sets
   const size_t ldc = g.o + 16;
-  const int variant = conv6_switch();
   run_tasks(n_tiles, (a_elems + max_rows * ldc) * sizeof(float), [&](size_t tile, void* scratch) {
     const size_t q0 = tile_start(tile), q1 = tile_start(tile + 1);
     if (q1 <= q0) return;
     float* const a_buf = static_cast<float*>(scratch);  // 64-byte aligned
     float* const c_buf = a_buf + a_elems;
     const PixelRowsLayout lay(q1 - q0, pl.k, wt->slice_depth());
-    if (variant != 6 && variant != 8) im2col_panels(pl, taps, x, q0, q1, lay, a_buf);
-    if (variant != 5 && tiles_inside_images(pl, lay, q0)) {
+    im2col_panels(pl, taps, x, q0, q1, lay, a_buf);
+    if (tiles_inside_images(pl, lay, q0)) {
       multiply_pixel_rows_into(pl, *wt, lay, a_buf, q0, bias, out);
       residual_relu(pl, q0, q1, residual, relu, out);
       return;
     }
     multiply_pixel_rows(*wt, lay, a_buf, c_buf, ldc, bias);
-    if (variant != 6 && variant != 9) transpose_epilogue(pl, c_buf, ldc, q0, q1, residual, relu, out);
+    transpose_epilogue(pl, c_buf, ldc, q0, q1, residual, relu, out);
   });
 }
 
@@ -1044,7 +1037,7 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
     dw3x3_forward(pl, x, w, bias, residual, relu, out);
   } else if (pl.cg == 1) {
     dwconv_forward(pl, x, w, bias, residual, relu, out);
-  } else if (pixel_rows_applies<T>(pl) && conv6_switch() % 10 != 1) {
+  } else if (pixel_rows_applies<T>(pl)) {
     if constexpr (std::is_same_v<T, float>) conv2d_pixel_rows(pl, x, w, bias, residual, relu, out);
   } else {
     conv2d_gemm(pl, x, w, bias, residual, relu, out);
