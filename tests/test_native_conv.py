@@ -83,6 +83,9 @@ CASES = {
     "pixel rows deep k": (2, 60, 11, 11, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
     "pixel rows several tiles per image": (1, 64, 61, 61, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
     "pixel rows s3 d2 wide pad": (2, 7, 12, 14, 64, 3, 3, (3, 3), (4, 2, 5, 3), (2, 2), 1),
+    # its implicit form (batch >= threads, stride 1 or 2: A read in place from the padded image)
+    "pixel rows implicit s2 d2 asym pad": (2, 9, 33, 31, 32, 3, 3, (2, 2), (2, 1, 0, 3), (2, 2), 1),
+    "pixel rows implicit s1 3x2, two row tiles per row": (3, 5, 6, 31, 64, 3, 2, (1, 1), (1, 0, 0, 1), (1, 1), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch depthwise": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
 }
@@ -144,6 +147,7 @@ def test_against_reference(isa, dtype, case):
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
                                   "pixel rows s2, tiles span images", "pixel rows several tiles per image",
+                                  "pixel rows implicit s2 d2 asym pad", "pixel rows implicit s1 3x2, two row tiles per row",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
                                   "channel multiplier 5, wide rows", "one input channel (LeNet)"])

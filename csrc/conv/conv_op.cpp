@@ -403,7 +403,9 @@ void im2col_panels(const Plan& pl, const std::vector<conv::Im2colTap>& taps, con
   job.image_stride = g.c * pl.hw;
   job.ahead = kIm2colAhead;
   job.kw = g.kw;
-  NNKERN_X86_ONLY(conv::f32_im2col_panels_avx512)(job);
+  // (compiled wherever pixel_rows_applies can be true: the AVX-512 family)
+  constexpr void (*kIm2col)(const conv::Im2colPanels&) = NNKERN_X86_ONLY(conv::f32_im2col_panels_avx512);
+  kIm2col(job);
 }
 
 // c (m x O, ldc) = A (im2col_panels) @ wt + bias, with the AVX-512 14x32
@@ -1020,6 +1022,78 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
   grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
 }
 
+// ---- implicit pixel rows: the pixel-rows GEMM without im2col
+//
+// A row tile of pixels inside one output row reads, at tap row r = (c, i, j),
+// the padded input at (c, oy * sh + i * dh, (ox0 + t) * sw + j * dw) for its
+// pixels t: a constant offset per tap row plus t * sw. So the kernel reads A
+// in place from a zero-padded copy of the image (one sequential pass; C4:
+// 128 x 29 x 29 floats) through a table of tap-row offsets, instead of
+// packed patches (C4: im2col was ~13% of the call).
+
+// On top of pixel_rows_applies: column stride 1 or 2 (the kernel's pixel
+// strides), a padded image that stays in L2 (its rows are read by every
+// column panel; C4: 430 KB), and an image per thread at least (one task per
+// image, each padding its own; smaller batches take conv2d_pixel_rows, whose
+// tiles split images).
+constexpr size_t kImplicitMaxImageBytes = size_t{1} << 20;
+bool pixel_rows_implicit_applies(const Plan& pl) {
+  const ConvGeometry& g = pl.g;
+  const DwPadded pd(g);
+  return (g.sw == 1 || g.sw == 2) && g.n >= static_cast<size_t>(get_num_threads()) &&
+         pl.cg * pd.ph * pd.pw * sizeof(float) <= kImplicitMaxImageBytes;
+}
+
+void conv2d_pixel_rows_implicit(const Plan& pl, const float* x, const float* w, const float* bias,
+                                const float* residual, bool relu, float* out) {
+  const ConvGeometry& g = pl.g;
+  if (pl.p == 0 || g.n == 0) return;
+  constexpr std::uint64_t kTag = 0x434f4e5650520001ull;  // as conv2d_pixel_rows: the same packed W^T
+  const auto wt = gemm::cached_prepared_b(gemm::row_major(w, pl.k, true), g.o * pl.k * sizeof(float), pl.k, g.o, 1,
+                                          kTag);
+  const DwPadded pd(g);
+  const size_t plane = pd.ph * pd.pw;
+  std::vector<ptrdiff_t> a_off(pl.k);
+  for (size_t r = 0; r < pl.k; ++r) {
+    const size_t c = r / (g.kh * g.kw), i = r / g.kw % g.kh, j = r % g.kw;
+    a_off[r] = static_cast<ptrdiff_t>(c * plane + i * g.dh * pd.pw + j * g.dw);
+  }
+  // row tiles of each output row: balanced widths of at most 14
+  const size_t row_tiles = ceil_div(g.ow, kPixelRowsMr);
+  using ImplicitFn = void (*)(size_t, size_t, size_t, const float*, const ptrdiff_t*, size_t, const float*, float*,
+                              size_t, float, float, const float*);
+  constexpr ImplicitFn kKernel = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_implicit_ct_avx512);
+  const size_t kc = wt->slice_depth(), n_pad = wt->padded_columns();
+  const float* const packed = wt->panels();
+  run_tasks(g.n, (plane * pl.cg + 16) * sizeof(float), [&](size_t n, void* scratch) {
+    float* const xp = static_cast<float*>(scratch);
+    for (size_t c = 0; c < pl.cg; ++c) {
+      pad_plane(x + (n * g.c + c) * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl),
+                pd.ph, pd.pw, xp + c * plane);
+    }
+    float* const on = out + n * g.o * pl.p;
+    for (size_t pc = 0; pc < pl.k; pc += kc) {
+      const size_t kb = std::min(kc, pl.k - pc);
+      const float* const b_slice = packed + pc * n_pad;
+      const float beta = pc == 0 ? 0.0f : 1.0f;
+      const float* const sbias = pc == 0 ? bias : nullptr;
+      for (size_t oy = 0; oy < g.oh; ++oy) {
+        for (size_t t = 0, ox0 = 0; t < row_tiles; ++t) {
+          const size_t rows = g.ow / row_tiles + (t < g.ow % row_tiles ? 1 : 0);
+          const float* a_base = xp + oy * g.sh * pd.pw + ox0 * g.sw;
+          float* const c = on + oy * g.ow + ox0;
+          for (size_t jr = 0; jr < n_pad; jr += kPixelRowsNr) {
+            kKernel(rows, kPixelRowsNr, kb, a_base, a_off.data() + pc, g.sw, b_slice + jr * kb, c + jr * pl.p, pl.p,
+                    1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
+          }
+          ox0 += rows;
+        }
+      }
+    }
+    residual_relu(pl, n * pl.p, (n + 1) * pl.p, residual, relu, out);
+  });
+}
+
 template <class T>
 void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T* residual, bool relu, T* out) {
   if constexpr (std::is_same_v<T, float>) {
@@ -1038,7 +1112,13 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
   } else if (pl.cg == 1) {
     dwconv_forward(pl, x, w, bias, residual, relu, out);
   } else if (pixel_rows_applies<T>(pl)) {
-    if constexpr (std::is_same_v<T, float>) conv2d_pixel_rows(pl, x, w, bias, residual, relu, out);
+    if constexpr (std::is_same_v<T, float>) {
+      if (pixel_rows_implicit_applies(pl)) {
+        conv2d_pixel_rows_implicit(pl, x, w, bias, residual, relu, out);
+      } else {
+        conv2d_pixel_rows(pl, x, w, bias, residual, relu, out);
+      }
+    }
   } else {
     conv2d_gemm(pl, x, w, bias, residual, relu, out);
   }

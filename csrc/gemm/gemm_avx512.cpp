@@ -76,6 +76,73 @@ inline void transpose16x16(__m512 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+// C stored transposed (float, a 32-column tile): column j of the tile is
+// row j of c, its ROWS elements contiguous. Each 16-column half of the
+// accumulators is transposed in registers, then stored one C^T row (masked to
+// ROWS) per column; alpha, beta and bias as in gemm_rows (the same bits).
+template <std::size_t ROWS>
+inline void store_transposed(const __m512 (&acc)[ROWS][2], std::size_t nr, float* c, std::size_t ldc, float alpha,
+                             float beta, const float* bias) {
+  static_assert(ROWS <= 16);
+  const __mmask16 row_mask = Zmm<float>::mask(ROWS);
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+#pragma GCC unroll 1
+  for (std::size_t j = 0; j < 2; ++j) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < 16; ++i) r[i] = i < ROWS ? acc[i < ROWS ? i : 0][j] : _mm512_setzero_ps();
+    transpose16x16(r);
+    const std::size_t cols = nr > j * 16 ? (nr - j * 16 < 16 ? nr - j * 16 : 16) : 0;
+    for (std::size_t q = 0; q < cols; ++q) {
+      float* row = c + (j * 16 + q) * ldc;
+      __m512 v = _mm512_mul_ps(r[q], alpha_v);
+      if (beta != 0.0f) v = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(row_mask, row), v);
+      if (bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j * 16 + q]));
+      _mm512_mask_storeu_ps(row, row_mask, v);
+    }
+  }
+}
+
+// The 14x32 tile with an implicit A (a convolution's input read in place):
+// row i, step p of A is a_base[a_off[p] + i * SA] (SA: the stride between
+// the tile's pixels), B packed (32-wide panel), C stored transposed. The FMA
+// chain of gemm_rows (the same bits as the packed kernel on the same values).
+template <std::size_t ROWS, std::size_t SA>
+void gemm_rows_implicit(std::size_t nr, std::size_t kc, const float* a_base, const std::ptrdiff_t* a_off,
+                        const float* b, float* c, std::size_t ldc, float alpha, float beta, const float* bias) {
+  using Z = Zmm<float>;
+  constexpr std::size_t NV = 2, NR = 32;
+#pragma GCC unroll 16
+  for (std::size_t j = 0; j < NR; j += 16) _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc), _MM_HINT_T0);
+  __m512 acc[ROWS][NV];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::zero();
+  }
+#pragma GCC unroll 4
+  for (std::size_t p = 0; p < kc; ++p, b += NR) {
+    const float* a = a_base + a_off[p];
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < ROWS; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i * SA]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_transposed<ROWS>(acc, nr, c, ldc, alpha, beta, bias);
+}
+
+template <std::size_t SA, std::size_t ROWS = 14>
+void gemm_tile_implicit(std::size_t mr, std::size_t nr, std::size_t kc, const float* a_base,
+                        const std::ptrdiff_t* a_off, const float* b, float* c, std::size_t ldc, float alpha, float beta,
+                        const float* bias) {
+  if constexpr (ROWS > 1) {
+    if (mr < ROWS) return gemm_tile_implicit<SA, ROWS - 1>(mr, nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
+  }
+  gemm_rows_implicit<ROWS, SA>(nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
+}
+
 constexpr std::size_t kPrefetchSteps = 48;
 constexpr std::size_t kStridedAhead = 16;
 
@@ -145,27 +212,8 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
   }
 
   if constexpr (CT) {
-    // C stored transposed (float): column j of the tile is row j of c, its
-    // ROWS elements contiguous. Each 16-column half of the accumulators is
-    // transposed in registers, then stored one C^T row (masked to ROWS) per column.
-    static_assert(std::is_same_v<T, float> && ROWS <= 16);
-    const __mmask16 row_mask = Z::mask(ROWS);
-    const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-#pragma GCC unroll 1
-    for (std::size_t j = 0; j < NV; ++j) {
-      __m512 r[16];
-#pragma GCC unroll 16
-      for (std::size_t i = 0; i < 16; ++i) r[i] = i < ROWS ? acc[i < ROWS ? i : 0][j] : _mm512_setzero_ps();
-      transpose16x16(r);
-      const std::size_t cols = nr > j * 16 ? (nr - j * 16 < 16 ? nr - j * 16 : 16) : 0;
-      for (std::size_t q = 0; q < cols; ++q) {
-        float* row = c + (j * 16 + q) * ldc;
-        __m512 v = _mm512_mul_ps(r[q], alpha_v);
-        if (beta != 0.0f) v = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(row_mask, row), v);
-        if (bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j * 16 + q]));
-        _mm512_mask_storeu_ps(row, row_mask, v);
-      }
-    }
+    static_assert(std::is_same_v<T, float> && NV == 2);
+    store_transposed<ROWS>(acc, nr, c, ldc, alpha, beta, bias);
     return;
   }
   typename Z::V bias_v[NV];
@@ -336,6 +384,13 @@ void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const
 void f32_gemm_14x32_ct_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
                               float* c, std::size_t ldc, float alpha, float beta, const float* bias) {
   gemm_tile<float, 14, 2, false, 14, true>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+void f32_gemm_14x32_implicit_ct_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a_base,
+                                       const std::ptrdiff_t* a_off, std::size_t a_step, const float* b, float* c,
+                                       std::size_t ldc, float alpha, float beta, const float* bias) {
+  if (a_step == 1) return gemm_tile_implicit<1>(mr, nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
+  gemm_tile_implicit<2>(mr, nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
 }
 
 void f32_gemm_14x32_strided_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
