@@ -2,7 +2,7 @@
 
 Shapes are picked to reach each path and its edges: Winograd F(4x4, 3x3) (float32, AVX-512: partial
 tiles, no/asymmetric padding, rows of more than 16 tiles, several tile blocks; grad_input as a Winograd
-conv when padding <= 2), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
+conv when padding <= 2), few channels at stride 1 (the direct kernels, AVX-512), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
 one image and tiles spanning images, several tiles per image, one input channel per group (depthwise and
 channel multipliers: the direct row kernels) with output rows around the vector widths (8, 16), strides
 1/2/3, dilation, asymmetric padding, and the fused epilogue; depthwise 3x3 stride 1 (the whole-plane
@@ -86,6 +86,20 @@ CASES = {
     # its implicit form (batch >= threads, stride 1 or 2: A read in place from the padded image)
     "pixel rows implicit s2 d2 asym pad": (2, 9, 33, 31, 32, 3, 3, (2, 2), (2, 1, 0, 3), (2, 2), 1),
     "pixel rows implicit s1 3x2, two row tiles per row": (3, 5, 6, 31, 64, 3, 2, (1, 1), (1, 0, 0, 1), (1, 1), 1),
+    # few channels, stride 1 (AVX-512: the direct kernels of csrc/conv/direct.h): LeNet's conv2, rows of
+    # several 16-pixel segments with tails, exactly 16 wide, padding (scratch planes; grad_input crops
+    # when the padding exceeds the kernel), dilation, output-channel blocks with remainders, 32 outputs,
+    # batch 1 (channels split over threads), 9 images (weight-gradient batches of 8 plus a tail); unpadded
+    # with 9..16 outputs and kw 2..7: the weight gradient with the output channels in the lanes; with one
+    # input channel (the LeNet cases above) the weight gradient takes the row tile too
+    "direct lenet conv2": (3, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "direct wide rows, asym pad": (2, 3, 9, 37, 7, 3, 3, (1, 1), (1, 1, 2, 0), (1, 1), 1),
+    "direct 16 wide, dilation 2": (1, 5, 12, 18, 5, 3, 3, (1, 1), (1, 1, 1, 1), (2, 2), 1),
+    "direct unpadded, dilation 2, 12 outputs": (2, 3, 9, 14, 12, 3, 3, (1, 1), (0, 0, 0, 0), (2, 2), 1),
+    "direct 9 images, 2x4 kernel": (9, 4, 7, 11, 9, 2, 4, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "direct 32 outputs, padding 3": (2, 3, 6, 8, 32, 3, 3, (1, 1), (3, 0, 3, 1), (1, 1), 1),
+    "direct batch 1, one output row": (1, 2, 3, 40, 6, 3, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "3x3 tiles span images, 40 outputs (gemm)": (9, 5, 6, 5, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch depthwise": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
 }

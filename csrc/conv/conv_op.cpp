@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "conv/direct.h"
 #include "conv/dw3x3.h"
 #include "conv/dwconv.h"
 #include "conv/im2col_panels.h"
@@ -18,6 +19,7 @@
 #include "core/workspace.h"
 #include "gemm/gemm.h"
 #include "gemm/gemm_ukernel.h"
+#include "norm/bn_kernels.h"
 
 namespace nnkern::ops {
 namespace {
@@ -561,24 +563,41 @@ void conv2d_pixel_rows(const Plan& pl, const float* x, const float* w, const flo
 // grad_bias[o] = sum over images and pixels in double, with eight
 // interleaved partial sums (one dependent chain of double adds would take
 // ~4 cycles per element) combined in a fixed order: the same bits for every
-// thread count.
+// thread count. float32 sums each plane with the batch-norm statistics
+// kernel of the active family (norm/bn_kernels.h: float blocks of at most 8
+// terms per lane, double across blocks), the planes added in image order.
+const PerIsa<norm::F32BnStatsFn> kPlaneSums = {norm::f32_bn_stats_scalar, NNKERN_X86_ONLY(norm::f32_bn_stats_avx2),
+                                               NNKERN_X86_ONLY(norm::f32_bn_stats_avx512)};
+
+void plane_sums(const float* go, const Plan& pl, size_t o, double& s) {
+  const auto sums = kPlaneSums.active();
+  for (size_t n = 0; n < pl.g.n; ++n) {
+    double out[2];
+    sums(pl.p, go + (n * pl.g.o + o) * pl.p, 0.0, out);
+    s += out[0];
+  }
+}
+
+void plane_sums(const double* go, const Plan& pl, size_t o, double& s) {
+  constexpr size_t kLanes = 8;
+  double part[kLanes] = {};
+  for (size_t n = 0; n < pl.g.n; ++n) {
+    const double* plane = go + (n * pl.g.o + o) * pl.p;
+    size_t i = 0;
+    for (; i + kLanes <= pl.p; i += kLanes) {
+      for (size_t l = 0; l < kLanes; ++l) part[l] += plane[i + l];
+    }
+    for (; i < pl.p; ++i) part[i % kLanes] += plane[i];
+  }
+  for (double v : part) s += v;
+}
+
 template <class T>
 void grad_bias_typed(const Plan& pl, const T* go, T* gb) {
-  const ConvGeometry& g = pl.g;
-  constexpr size_t kLanes = 8;
-  parallel_for(g.o, [&](size_t o0, size_t o1) {
+  parallel_for(pl.g.o, [&](size_t o0, size_t o1) {
     for (size_t o = o0; o < o1; ++o) {
-      double part[kLanes] = {};
-      for (size_t n = 0; n < g.n; ++n) {
-        const T* plane = go + (n * g.o + o) * pl.p;
-        size_t i = 0;
-        for (; i + kLanes <= pl.p; i += kLanes) {
-          for (size_t l = 0; l < kLanes; ++l) part[l] += static_cast<double>(plane[i + l]);
-        }
-        for (; i < pl.p; ++i) part[i % kLanes] += static_cast<double>(plane[i]);
-      }
       double s = 0;
-      for (double v : part) s += v;
+      plane_sums(go, pl, o, s);
       gb[o] = static_cast<T>(s);
     }
   });
@@ -890,6 +909,254 @@ void dwconv_grad_weight(const Plan& pl, const T* go, const T* x, T* gw) {
   });
 }
 
+// ---- few channels, stride 1 (AVX-512 float32): direct kernels (direct.h) on
+// the input planes read in place (padded into scratch only when the conv pads).
+// Chosen where an im2col matrix would cost more than its GEMM: at most
+// kDirectMaxOut output channels and kDirectMaxDepth multiply-adds per output.
+
+constexpr size_t kDirectMaxOut = 32, kDirectMaxDepth = 1024;
+constexpr size_t kDirectWgradBatch = 8;  // images per weight-gradient kernel call
+
+void (*const kDirectConv)(const conv::DirectConv&, size_t, size_t) = NNKERN_X86_ONLY(conv::f32_direct_conv_avx512);
+void (*const kDirectWgrad)(const conv::DirectWgrad&, size_t, size_t, size_t, size_t, float*) =
+    NNKERN_X86_ONLY(conv::f32_direct_wgrad_avx512);
+
+bool (*const kDirectWgradLanes)(const conv::DirectWgradLanes&, size_t, size_t, float*) =
+    NNKERN_X86_ONLY(conv::f32_direct_wgrad_lanes_avx512);
+
+void (*const kDirectConvLanes)(const conv::DirectConvLanes&, const float*, size_t, size_t, float*, const float*) =
+    NNKERN_X86_ONLY(conv::f32_direct_conv_lanes_avx512);
+
+bool direct_isa() { return active_isa() == Isa::avx512 && kDirectConv != nullptr; }
+
+// The forward and grad_weight take the direct kernels when the output has few channels.
+bool direct_applies(const Plan& pl) {
+  const ConvGeometry& g = pl.g;
+  return direct_isa() && g.groups == 1 && pl.cg > 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 &&
+         g.o <= kDirectMaxOut && pl.k <= kDirectMaxDepth;
+}
+
+// grad_weight: as the forward, and also with one input channel (a LeNet
+// 1 -> 6 first layer): the tile shares each input load among its outputs.
+bool direct_grad_weight_applies(const Plan& pl) {
+  const ConvGeometry& g = pl.g;
+  return direct_isa() && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 && g.o <= kDirectMaxOut &&
+         pl.k <= kDirectMaxDepth;
+}
+
+// grad_input is a stride-1 conv of the padded grad_output (O channels) with
+// the flipped, transposed weight (C outputs): few *input* channels.
+bool direct_grad_input_applies(const Plan& pl) {
+  const ConvGeometry& g = pl.g;
+  return direct_isa() && g.groups == 1 && pl.cg > 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 &&
+         g.c <= kDirectMaxOut && g.o * g.kh * g.kw <= kDirectMaxDepth;
+}
+
+// The C planes of image n as the kernels read them: in place when the conv
+// reads no padding, else padded into `pad` (ph x pw each). Returns the planes.
+struct DirectPlanes {
+  size_t ph, pw, plane, pitch;
+  bool in_place;
+  explicit DirectPlanes(const ConvGeometry& g) {
+    const DwPadded pd(g);
+    ph = pd.ph;
+    pw = pd.pw;
+    in_place = g.pt == 0 && g.pl == 0 && ph <= g.h && pw <= g.w;
+    plane = in_place ? g.h * g.w : ph * pw;
+    pitch = in_place ? g.w : pw;
+  }
+  const float* image(const ConvGeometry& g, const float* x, size_t n, float* pad) const {
+    const float* src = x + n * g.c * g.h * g.w;
+    if (in_place) return src;
+    for (size_t c = 0; c < g.c; ++c) {
+      pad_plane(src + c * g.h * g.w, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl), ph, pw,
+                pad + c * plane);
+    }
+    return pad;
+  }
+};
+
+// Channel chunks per image: with fewer images than threads, each image's
+// output channels are cut so that every thread has work.
+size_t direct_chunks(size_t images, size_t channels) {
+  const auto threads = static_cast<size_t>(get_num_threads());
+  if (images >= threads) return 1;
+  return std::max<size_t>(1, std::min(ceil_div(channels, 4), ceil_div(threads, std::max<size_t>(images, 1))));
+}
+
+// The forward with at most 16 output channels: the channels in the lanes
+// (weights repacked per call: c * kh * kw vectors); tasks are images, or row
+// ranges of an image when there are fewer images than threads.
+void direct_forward_lanes(const Plan& pl, const float* x, const float* w, const float* bias, const float* residual,
+                          bool relu, float* out) {
+  const ConvGeometry& g = pl.g;
+  const DirectPlanes dp(g);
+  ScratchBuffer wbuf = acquire_scratch((pl.k + 1) * 16 * sizeof(float));
+  float* const wt = wbuf.as<float>();
+  float* const bias16 = wt + pl.k * 16;
+  for (size_t t = 0; t < pl.k; ++t) {
+    for (size_t o = 0; o < 16; ++o) wt[t * 16 + o] = o < g.o ? w[o * pl.k + t] : 0.0f;
+  }
+  for (size_t o = 0; o < 16; ++o) bias16[o] = bias != nullptr && o < g.o ? bias[o] : 0.0f;
+  const conv::DirectConvLanes p{g.c, dp.plane, dp.pitch, wt, bias16, g.o, g.kh, g.kw, g.dh, g.dw, g.oh, g.ow, relu};
+  const auto threads = static_cast<size_t>(get_num_threads());
+  const size_t chunks = g.n >= threads ? 1 : std::min(g.oh, ceil_div(threads, g.n));
+  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
+    ScratchBuffer scratch;
+    if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
+    size_t padded = g.n;
+    const float* in = nullptr;
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / chunks, k = t % chunks;
+      if (n != padded || dp.in_place) {
+        in = dp.image(g, x, n, scratch.as<float>());
+        padded = n;
+      }
+      kDirectConvLanes(p, in, k * g.oh / chunks, (k + 1) * g.oh / chunks, out + n * g.o * pl.p,
+                       residual != nullptr ? residual + n * g.o * pl.p : nullptr);
+    }
+  });
+}
+
+void direct_forward(const Plan& pl, const float* x, const float* w, const float* bias, const float* residual,
+                    bool relu, float* out) {
+  const ConvGeometry& g = pl.g;
+  if (pl.p == 0 || g.n == 0) return;
+  if (kDirectConvLanes != nullptr && g.o <= 16) {
+    direct_forward_lanes(pl, x, w, bias, residual, relu, out);
+    return;
+  }
+  const DirectPlanes dp(g);
+  const size_t chunks = direct_chunks(g.n, g.o);
+  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
+    ScratchBuffer scratch;
+    if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
+    size_t padded = g.n;  // the image now in scratch
+    const float* in = nullptr;
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / chunks, k = t % chunks;
+      if (n != padded || dp.in_place) {
+        in = dp.image(g, x, n, scratch.as<float>());
+        padded = n;
+      }
+      const conv::DirectConv p{in,   g.c,  dp.plane, dp.pitch, w,    g.o,
+                               g.kh, g.kw, g.dh,     g.dw,     g.oh, g.ow,
+                               out + n * g.o * pl.p,   bias,
+                               residual != nullptr ? residual + n * g.o * pl.p : nullptr, relu,
+                               dp.in_place ? x + g.n * g.c * pl.hw : in + g.c * dp.plane};
+      kDirectConv(p, k * g.o / chunks, (k + 1) * g.o / chunks);
+    }
+  });
+}
+
+// grad_input[n] = the stride-1 conv of grad_output[n] padded by (k - 1) * d -
+// padding (cropped where negative) with w^T flipped: wt[c][o][i][j] =
+// w[o][c][kh - 1 - i][kw - 1 - j].
+void direct_grad_input(const Plan& pl, const float* go, const float* w, float* gx) {
+  const ConvGeometry& g = pl.g;
+  if (g.n == 0 || pl.hw == 0) return;
+  const size_t taps = g.kh * g.kw;
+  std::vector<float> wt(g.o * g.c * taps);
+  for (size_t o = 0; o < g.o; ++o) {
+    for (size_t c = 0; c < g.c; ++c) {
+      for (size_t t = 0; t < taps; ++t) wt[(c * g.o + o) * taps + t] = w[(o * g.c + c) * taps + taps - 1 - t];
+    }
+  }
+  const size_t ph = g.h + (g.kh - 1) * g.dh, pw = g.w + (g.kw - 1) * g.dw;
+  const size_t pitch = pw, plane = ph * pitch;
+  const auto top = static_cast<ptrdiff_t>((g.kh - 1) * g.dh) - static_cast<ptrdiff_t>(g.pt);
+  const auto left = static_cast<ptrdiff_t>((g.kw - 1) * g.dw) - static_cast<ptrdiff_t>(g.pl);
+  const size_t chunks = direct_chunks(g.n, g.c);
+  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
+    // 16 floats of slack after the planes: every tile's loads may read whole vectors
+    ScratchBuffer scratch = acquire_scratch((g.o * plane + 16) * sizeof(float));
+    float* const pad = scratch.as<float>();
+    std::fill_n(pad + g.o * plane, 16, 0.0f);
+    size_t padded = g.n;
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / chunks, k = t % chunks;
+      if (n != padded) {
+        for (size_t o = 0; o < g.o; ++o) {
+          pad_plane(go + (n * g.o + o) * pl.p, g.oh, g.ow, top, left, ph, pitch, pad + o * plane);
+        }
+        padded = n;
+      }
+      const conv::DirectConv p{pad,  g.o,  plane, pitch,  wt.data(), g.c,   g.kh,    g.kw,    g.dh,
+                               g.dw, g.h,  g.w,     gx + n * g.c * pl.hw, nullptr,   nullptr, false,
+                               pad + g.o * plane + 16};
+      kDirectConv(p, k * g.c / chunks, (k + 1) * g.c / chunks);
+    }
+  });
+}
+
+// grad_weight with the output channels in the lanes (9 to 16 of them: with
+// fewer, most lanes would idle and the row tile is faster; kw 2..7):
+// grad_output transposed once to pixel-major 16-float rows, then each thread
+// owns a range of kernel rows (c, i), every tap one accumulator over all
+// images in order. The bits do not depend on the thread count.
+bool direct_grad_weight_lanes(const Plan& pl, const float* go, const float* x, float* gw) {
+  const ConvGeometry& g = pl.g;
+  if (kDirectWgradLanes == nullptr || g.o > 16 || g.o <= 8 || g.kw < 2 || g.kw > 7) return false;
+  const DirectPlanes dp(g);
+  if (!dp.in_place) return false;
+  const size_t rows = g.c * g.kh;
+  ScratchBuffer acc_buf = acquire_scratch(rows * g.kw * 16 * sizeof(float));
+  float* const acc = acc_buf.as<float>();
+  std::fill_n(acc, rows * g.kw * 16, 0.0f);
+  if (pl.p != 0 && g.n != 0) {
+    ScratchBuffer gt_buf = acquire_scratch(g.n * pl.p * 16 * sizeof(float));
+    float* const gt = gt_buf.as<float>();
+    parallel_for(g.n, [&](size_t n0, size_t n1) {
+      for (size_t n = n0; n < n1; ++n) {
+        float* const d = gt + n * pl.p * 16;
+        const float* const src = go + n * g.o * pl.p;
+        for (size_t q = 0; q < pl.p; ++q) {
+          for (size_t o = 0; o < 16; ++o) d[q * 16 + o] = o < g.o ? src[o * pl.p + q] : 0.0f;
+        }
+      }
+    });
+    const conv::DirectWgradLanes p{x, dp.plane, dp.pitch, g.kh, g.kw, g.dh, g.dw, gt, g.oh, g.ow, g.n,
+                                   g.c * pl.hw, pl.p * 16};
+    parallel_for(rows, [&](size_t r0, size_t r1) { kDirectWgradLanes(p, r0, r1, acc); });
+  }
+  for (size_t o = 0; o < g.o; ++o) {
+    for (size_t t = 0; t < pl.k; ++t) gw[o * pl.k + t] = acc[t * 16 + o];
+  }
+  return true;
+}
+
+// grad_weight: 16-lane partial sums per (o, tap), images added in order, each
+// thread owning a range of taps; the lanes reduced in double, in order. The
+// bits do not depend on the thread count.
+void direct_grad_weight(const Plan& pl, const float* go, const float* x, float* gw) {
+  if (direct_grad_weight_lanes(pl, go, x, gw)) return;
+  const ConvGeometry& g = pl.g;
+  const size_t k = pl.k;
+  std::vector<float> acc(g.o * k * 16, 0.0f);
+  const DirectPlanes dp(g);
+  if (pl.p != 0) {
+    parallel_for(k, [&](size_t t0, size_t t1) {
+      ScratchBuffer scratch;
+      if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
+      // unpadded images go in batches (fewer passes over the accumulators; a
+      // batch's planes stay in L2); padded ones one at a time through scratch
+      const size_t batch = dp.in_place ? kDirectWgradBatch : 1;
+      for (size_t n = 0; n < g.n; n += batch) {
+        const size_t images = std::min(batch, g.n - n);
+        const conv::DirectWgrad p{dp.image(g, x, n, scratch.as<float>()), g.c, dp.plane, dp.pitch, g.kh, g.kw,
+                                  g.dh, g.dw, go + n * g.o * pl.p, g.o, g.oh, g.ow, images, g.c * pl.hw,
+                                  g.o * pl.p};
+        kDirectWgrad(p, 0, g.o, t0, t1, acc.data());
+      }
+    });
+  }
+  for (size_t e = 0; e < g.o * k; ++e) {
+    double s = 0;
+    for (size_t l = 0; l < 16; ++l) s += static_cast<double>(acc[e * 16 + l]);
+    gw[e] = static_cast<float>(s);
+  }
+}
+
 // ---- depthwise 3x3, stride 1, dilation 1 (any padding, channel multipliers):
 // whole-plane kernels (dw3x3.h) on the unpadded planes, the epilogue fused.
 
@@ -992,6 +1259,7 @@ const T* data_or_null(const ArrayView* v) {
 
 std::size_t input_elements(const ConvGeometry& g) { return g.n * g.c * g.h * g.w; }
 std::size_t output_elements(const ConvGeometry& g) { return g.n * g.o * g.oh * g.ow; }
+std::size_t weight_elements(const Plan& pl) { return pl.g.o * pl.k; }
 
 template <class T>
 void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView& x, const ArrayView& w,
@@ -1003,11 +1271,28 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
   }
   if (gb != nullptr) grad_bias_typed(pl, go.as<T>(), gb->as<T>());
   if (pl.cg == 1) {
-    if (gw != nullptr) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (gw != nullptr && direct_grad_weight_applies(pl)) {
+        direct_grad_weight(pl, go.as<float>(), x.as<float>(), gw->as<float>());
+        done = true;
+      }
+    }
+    if (gw != nullptr && !done) dwconv_grad_weight(pl, go.as<T>(), x.as<T>(), gw->as<T>());
     if (gx != nullptr) dwconv_grad_input(pl, go.as<T>(), w.as<T>(), gx->as<T>());
     return;
   }
-  if (gw != nullptr) grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+  if (gw != nullptr) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (direct_grad_weight_applies(pl)) {
+        direct_grad_weight(pl, go.as<float>(), x.as<float>(), gw->as<float>());
+      } else {
+        grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+      }
+    } else {
+      grad_weight_typed(pl, go.as<T>(), x.as<T>(), gw->as<T>());
+    }
+  }
   if (gx == nullptr) return;
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_grad_input_applies(pl.g) && all_finite(go.as<float>(), output_elements(pl.g))) {
@@ -1017,6 +1302,12 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
                         gx->as<float>());
         return;
       }
+    }
+    // the padded grad_output multiplies every weight, so a NaN / Inf weight
+    // would reach pixels that col2im leaves out: such weights take col2im
+    if (direct_grad_input_applies(pl) && all_finite(w.as<float>(), weight_elements(pl))) {
+      direct_grad_input(pl, go.as<float>(), w.as<float>(), gx->as<float>());
+      return;
     }
   }
   grad_input_typed(pl, go.as<T>(), w.as<T>(), gx->as<T>());
@@ -1105,6 +1396,10 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
         conv2d_winograd(pl.g, x, *filters, bias, residual, relu, out);
         return;
       }
+    }
+    if (direct_applies(pl)) {
+      direct_forward(pl, x, w, bias, residual, relu, out);
+      return;
     }
   }
   if (pl.cg == 1 && dw3x3_applies(pl)) {

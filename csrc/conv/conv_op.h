@@ -9,6 +9,10 @@
 //    (dw3x3.h), the epilogue fused; grad_input is the same kernel with the
 //    flipped filter, grad_weight and grad_bias one pass per plane.
 //  - other depthwise shapes: direct kernels along the output row (dwconv.h).
+//  - few channels at stride 1 (groups 1, at most 32 outputs, AVX-512 float32):
+//    direct kernels on the planes in place (direct.h), no im2col / col2im;
+//    grad_input as the same conv of the padded grad_output with the flipped
+//    weight (at most 32 input channels); grad_weight also with one input channel.
 //  - everything else: GEMM over an im2col of a tile of output pixels, packed
 //    into a reused workspace buffer (never the whole batch's columns).
 //

@@ -393,7 +393,9 @@ def lenet_step(rng, *, batch: int, lr: float = 0.01) -> Case:
     """LeNet-5 (ReLU, 2x2 max-pool): forward, cross-entropy, backward, plain SGD update in place.
 
     conv 1→6 5x5, relu, pool → conv 6→16 5x5, relu, pool → fc 400→120, relu → fc 120→84, relu → fc 84→10.
-    The SGD update (``p -= lr * g``) is NumPy arithmetic for nnkern and numpy alike.
+    The SGD update (``p -= lr * g``) is NumPy arithmetic for nnkern and numpy alike. nnkern applies each
+    convolution's ReLU in the pass that writes it (``conv2d(..., activation="relu")``, as a user of the
+    API would); torch runs ``nn.Conv2d`` then ``nn.ReLU``.
     """
     x = randn(rng, batch, 1, 32, 32)
     target = rng.integers(0, 10, batch).astype(np.int64)
@@ -414,9 +416,9 @@ def lenet_step(rng, *, batch: int, lr: float = 0.01) -> Case:
         w1, b1, w2, b2, f1, c1, f2, c2, f3, c3 = params = [p.copy() for p in init]
 
         def call():
-            y1 = nnkern.relu(nnkern.conv2d(x, w1, b1))
+            y1 = nnkern.conv2d(x, w1, b1, activation="relu")
             p1, i1 = nnkern.max_pool2d(y1, 2, return_indices=True)
-            y2 = nnkern.relu(nnkern.conv2d(p1, w2, b2))
+            y2 = nnkern.conv2d(p1, w2, b2, activation="relu")
             p2, i2 = nnkern.max_pool2d(y2, 2, return_indices=True)
             flat = p2.reshape(batch, 400)
             h1 = nnkern.relu(nnkern.linear(flat, f1, c1))
