@@ -73,6 +73,19 @@ CASES = {
     "winograd padding 2 (grad_input unpadded)": (2, 16, 8, 9, 20, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1),
     "winograd padding 3 (grad_input by col2im)": (1, 16, 5, 6, 16, 3, 3, (1, 1), (3, 1, 3, 0), (1, 1), 1),
     "winograd several blocks": (2, 64, 40, 38, 48, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    # pixel-rows GEMM (float32, AVX-512: O a multiple of 32, pixels per image not): row tiles across
+    # images and output rows, partial row tiles, padding on every edge, several kc slices (k > 512),
+    # several tiles per image, stride 1 and 2, batch 1
+    "pixel rows s2, tiles span images": (3, 8, 9, 9, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows s2 odd plane, batch 1": (1, 5, 13, 11, 64, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows 5x5 s1 asym pad": (2, 3, 10, 9, 32, 5, 5, (1, 1), (2, 1, 0, 2), (1, 1), 1),
+    "pixel rows 1x1 s2": (2, 20, 13, 13, 32, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "pixel rows deep k": (2, 60, 11, 11, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows several tiles per image": (1, 64, 61, 61, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows s3 d2 wide pad": (2, 7, 12, 14, 64, 3, 3, (3, 3), (4, 2, 5, 3), (2, 2), 1),
+    # its implicit form (batch >= threads, stride 1 or 2: A read in place from the padded image)
+    "pixel rows implicit s2 d2 asym pad": (2, 9, 33, 31, 32, 3, 3, (2, 2), (2, 1, 0, 3), (2, 2), 1),
+    "pixel rows implicit s1 3x2, two row tiles per row": (3, 5, 6, 31, 64, 3, 2, (1, 1), (1, 0, 0, 1), (1, 1), 1),
     # few channels, stride 1 (AVX-512: the direct kernels of csrc/conv/direct.h): LeNet's conv2, rows of
     # several 16-pixel segments with tails, exactly 16 wide, padding (scratch planes; grad_input crops
     # when the padding exceeds the kernel), dilation, output-channel blocks with remainders, 32 outputs,
@@ -147,6 +160,8 @@ def test_against_reference(isa, dtype, case):
 
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
+                                  "pixel rows s2, tiles span images", "pixel rows several tiles per image",
+                                  "pixel rows implicit s2 d2 asym pad", "pixel rows implicit s1 3x2, two row tiles per row",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
                                   "channel multiplier 5, wide rows", "one input channel (LeNet)"])
@@ -193,3 +208,28 @@ def test_depthwise_non_contiguous_input_and_output_mask(isa, case):
             assert (g is None) != want
             if want:
                 assert np.array_equal(g, f)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("width", [14, 15, 17, 19, 22, 25, 27, 28, 29, 41])
+def test_pixel_rows_every_row_tile_height(isa, width, threads):
+    """One output row of `width` pixels (1 x 3 kernel, O = 64): on AVX-512 the pixel-rows GEMM cuts it
+    into balanced row tiles of 7..14 pixels (the transposed-store kernel at each of those heights), with
+    the fused relu + residual; one and two threads (a tile per thread: other heights) give the same bits."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((1, 6, 1, width + 2)).astype(np.float32)
+    weight = (0.5 * rng.standard_normal((64, 6, 1, 3))).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    residual = rng.standard_normal((1, 64, 1, width)).astype(np.float32)
+    geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    expected = ref.conv2d(*f64(x, weight, bias), *geo, "relu", residual.astype(np.float64))
+    got = []
+    for n_threads in (1, 2):
+        threads(n_threads)
+        out = native.OPS["conv2d"](x, weight, bias, *geo, "relu", residual)
+        assert rel_err(out, expected) <= TOL[np.dtype(np.float32)]
+        got.append(out)
+    assert rel_err(native.OPS["conv2d"](x, weight, None, *geo, None, None),
+                   ref.conv2d(*f64(x, weight), None, *geo, None, None)) <= TOL[np.dtype(np.float32)]
+    assert np.array_equal(got[0], got[1])
+    assert np.array_equal(got[1], native.OPS["conv2d"](x, weight, bias, *geo, "relu", residual))

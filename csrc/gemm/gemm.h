@@ -114,6 +114,16 @@ class PreparedB {
   std::size_t padded_columns() const { return (n_ + nr_ - 1) / nr_ * nr_; }
   // Elements of a packed A of up to max_m rows (the scratch of multiply).
   std::size_t scratch_elements() const { return scratch_; }
+  // The packed A layout multiply_packed reads, for callers that pack A
+  // themselves (a convolution's patches, written straight into panels):
+  // slice pc (kb = min(slice_depth(), k - pc) deep) at pc * tiles * row_align()
+  // with tiles = ceil(m / row_align()); row tile t at + t * row_align() * kb,
+  // holding row_tile_height(m, t) rows (the tiles before it hold the rows
+  // above), element (p, i) at [p * row_align() + i].
+  std::size_t depth() const { return k_; }
+  std::size_t slice_depth() const { return kc_; }
+  std::size_t row_align() const { return mr_; }
+  std::size_t row_tile_height(std::size_t m, std::size_t tile) const { return tile_rows(m, tile); }
   void pack_a(std::size_t m, const T* a, std::size_t lda, T* packed_a) const;
   void multiply_packed(std::size_t m, const T* packed_a, std::size_t j0, std::size_t j1, T* c, std::size_t ldc,
                        T alpha, T beta, const T* bias) const;

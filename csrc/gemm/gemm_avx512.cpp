@@ -6,6 +6,8 @@
 // run a kernel instance with exactly that many rows.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "gemm/gemm_ukernel.h"
 
 namespace nnkern::gemm {
@@ -46,6 +48,101 @@ struct Zmm<double> {
   static Mask mask(std::size_t n) { return n >= kLanes ? Mask(0xff) : Mask((1u << n) - 1u); }
 };
 
+// Transposes 16 rows of 16 floats in registers: three rounds of shuffles
+// (pairs of elements, quads within 128-bit lanes, then 128-bit lanes).
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  // r[4 i + q], 128-bit lane l: rows 4i..4i+3 at column 4l + q.
+  for (int q = 0; q < 4; ++q) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xee);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xee);
+    t[q] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[8 + q] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// C stored transposed (float, a 32-column tile): column j of the tile is
+// row j of c, its ROWS elements contiguous. Each 16-column half of the
+// accumulators is transposed in registers, then stored one C^T row (masked to
+// ROWS) per column; alpha, beta and bias as in gemm_rows (the same bits).
+template <std::size_t ROWS>
+inline void store_transposed(const __m512 (&acc)[ROWS][2], std::size_t nr, float* c, std::size_t ldc, float alpha,
+                             float beta, const float* bias) {
+  static_assert(ROWS <= 16);
+  const __mmask16 row_mask = Zmm<float>::mask(ROWS);
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+#pragma GCC unroll 1
+  for (std::size_t j = 0; j < 2; ++j) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < 16; ++i) r[i] = i < ROWS ? acc[i < ROWS ? i : 0][j] : _mm512_setzero_ps();
+    transpose16x16(r);
+    const std::size_t cols = nr > j * 16 ? (nr - j * 16 < 16 ? nr - j * 16 : 16) : 0;
+    for (std::size_t q = 0; q < cols; ++q) {
+      float* row = c + (j * 16 + q) * ldc;
+      __m512 v = _mm512_mul_ps(r[q], alpha_v);
+      if (beta != 0.0f) v = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(row_mask, row), v);
+      if (bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j * 16 + q]));
+      _mm512_mask_storeu_ps(row, row_mask, v);
+    }
+  }
+}
+
+// The 14x32 tile with an implicit A (a convolution's input read in place):
+// row i, step p of A is a_base[a_off[p] + i * SA] (SA: the stride between
+// the tile's pixels), B packed (32-wide panel), C stored transposed. The FMA
+// chain of gemm_rows (the same bits as the packed kernel on the same values).
+template <std::size_t ROWS, std::size_t SA>
+void gemm_rows_implicit(std::size_t nr, std::size_t kc, const float* a_base, const std::ptrdiff_t* a_off,
+                        const float* b, float* c, std::size_t ldc, float alpha, float beta, const float* bias) {
+  using Z = Zmm<float>;
+  constexpr std::size_t NV = 2, NR = 32;
+#pragma GCC unroll 16
+  for (std::size_t j = 0; j < NR; j += 16) _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc), _MM_HINT_T0);
+  __m512 acc[ROWS][NV];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < ROWS; ++i) {
+    for (std::size_t j = 0; j < NV; ++j) acc[i][j] = Z::zero();
+  }
+#pragma GCC unroll 4
+  for (std::size_t p = 0; p < kc; ++p, b += NR) {
+    const float* a = a_base + a_off[p];
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < ROWS; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i * SA]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_transposed<ROWS>(acc, nr, c, ldc, alpha, beta, bias);
+}
+
+template <std::size_t SA, std::size_t ROWS = 14>
+void gemm_tile_implicit(std::size_t mr, std::size_t nr, std::size_t kc, const float* a_base,
+                        const std::ptrdiff_t* a_off, const float* b, float* c, std::size_t ldc, float alpha, float beta,
+                        const float* bias) {
+  if constexpr (ROWS > 1) {
+    if (mr < ROWS) return gemm_tile_implicit<SA, ROWS - 1>(mr, nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
+  }
+  gemm_rows_implicit<ROWS, SA>(nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
+}
+
 constexpr std::size_t kPrefetchSteps = 48;
 constexpr std::size_t kStridedAhead = 16;
 
@@ -57,7 +154,7 @@ constexpr std::size_t kStridedAhead = 16;
 // same rows of the next panel are fetched as the FMAs run (the first row
 // tile over a panel streams it from memory or L3; the next tiles find it in
 // L1 or L2). Otherwise b is a packed panel (b_next and ldb unused).
-template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV, bool STRIDED = false>
+template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV, bool STRIDED = false, bool CT = false>
 void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
                const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
   using Z = Zmm<T>;
@@ -114,6 +211,11 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
     }
   }
 
+  if constexpr (CT) {
+    static_assert(std::is_same_v<T, float> && NV == 2);
+    store_transposed<ROWS>(acc, nr, c, ldc, alpha, beta, bias);
+    return;
+  }
   typename Z::V bias_v[NV];
 #pragma GCC unroll 4
   for (std::size_t j = 0; j < NV; ++j) {
@@ -190,43 +292,15 @@ void gemm_wide_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, std:
 }
 
 // mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
-template <class T, std::size_t MR, std::size_t NV, bool STRIDED = false, std::size_t ROWS = MR>
+template <class T, std::size_t MR, std::size_t NV, bool STRIDED = false, std::size_t ROWS = MR, bool CT = false>
 void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
                T alpha, T beta, const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
   if constexpr (ROWS > 1) {
     if (mr < ROWS) {
-      return gemm_tile<T, MR, NV, STRIDED, ROWS - 1>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
+      return gemm_tile<T, MR, NV, STRIDED, ROWS - 1, CT>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
     }
   }
-  gemm_rows<T, ROWS, MR, NV, STRIDED>(nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
-}
-
-// Transposes 16 rows of 16 floats in registers: three rounds of shuffles
-// (pairs of elements, quads within 128-bit lanes, then 128-bit lanes).
-inline void transpose16x16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-  }
-  // r[4 i + q], 128-bit lane l: rows 4i..4i+3 at column 4l + q.
-  for (int q = 0; q < 4; ++q) {
-    const __m512 u0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44);
-    const __m512 u1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xee);
-    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
-    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xee);
-    t[q] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-    t[4 + q] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
-    t[8 + q] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-    t[12 + q] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
+  gemm_rows<T, ROWS, MR, NV, STRIDED, CT>(nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
 }
 
 // rows (<= 4) rows of A against JW rows of W: 16-lane partial sums along k,
@@ -305,6 +379,18 @@ void f32_pack_transpose_avx512(std::size_t rows, std::size_t depth, const float*
 void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
                            std::size_t ldc, float alpha, float beta, const float* bias) {
   gemm_tile<float, 14, 2>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+void f32_gemm_14x32_ct_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
+                              float* c, std::size_t ldc, float alpha, float beta, const float* bias) {
+  gemm_tile<float, 14, 2, false, 14, true>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias);
+}
+
+void f32_gemm_14x32_implicit_ct_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a_base,
+                                       const std::ptrdiff_t* a_off, std::size_t a_step, const float* b, float* c,
+                                       std::size_t ldc, float alpha, float beta, const float* bias) {
+  if (a_step == 1) return gemm_tile_implicit<1>(mr, nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
+  gemm_tile_implicit<2>(mr, nr, kc, a_base, a_off, b, c, ldc, alpha, beta, bias);
 }
 
 void f32_gemm_14x32_strided_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,

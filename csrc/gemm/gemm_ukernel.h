@@ -33,6 +33,17 @@ void f64_gemm_6x8_avx2(std::size_t mr, std::size_t nr, std::size_t kc, const dou
                        std::size_t ldc, double alpha, double beta, const double* bias);
 
 // AVX-512: 14 rows x 2 zmm = 28 accumulators + 2 B vectors + 1 broadcast of 32 registers.
+// The 14x32 kernel with C stored transposed: C(i, j) at c[j * ldc + i]
+// (bias[j] added to row j of c), the same FMA chains (the same bits). For a
+// convolution computed as out^T = patches @ W^T, writing NCHW planes.
+void f32_gemm_14x32_ct_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
+                              float* c, std::size_t ldc, float alpha, float beta, const float* bias);
+// The transposed-store 14x32 kernel with an implicit A (a convolution's
+// zero-padded input read in place): A(i, p) = a_base[a_off[p] + i * a_step],
+// a_step 1 or 2; B a packed 32-wide panel. The same FMA chains.
+void f32_gemm_14x32_implicit_ct_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a_base,
+                                       const std::ptrdiff_t* a_off, std::size_t a_step, const float* b, float* c,
+                                       std::size_t ldc, float alpha, float beta, const float* bias);
 void f32_gemm_14x32_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b, float* c,
                            std::size_t ldc, float alpha, float beta, const float* bias);
 void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const double* a, const double* b,
