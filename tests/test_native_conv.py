@@ -78,7 +78,7 @@ CASES = {
     # several tiles per image, stride 1 and 2, batch 1
     "pixel rows s2, tiles span images": (3, 8, 9, 9, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
     "pixel rows s2 odd plane, batch 1": (1, 5, 13, 11, 64, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
-    "pixel rows 5x5 s1 asym pad": (2, 3, 10, 9, 32, 5, 5, (1, 1), (2, 1, 0, 2), (1, 1), 1),
+    "pixel rows 5x5 s1 asym pad": (2, 3, 10, 9, 64, 5, 5, (1, 1), (2, 1, 0, 2), (1, 1), 1),
     "pixel rows 1x1 s2": (2, 20, 13, 13, 32, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),
     "pixel rows deep k": (2, 60, 11, 11, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
     "pixel rows several tiles per image": (1, 64, 61, 61, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
