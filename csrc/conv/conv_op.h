@@ -13,6 +13,10 @@
 //    direct kernels on the planes in place (direct.h), no im2col / col2im;
 //    grad_input as the same conv of the padded grad_output with the flipped
 //    weight (at most 32 input channels); grad_weight also with one input channel.
+//  - forward, float32 AVX-512, O a multiple of 32 and pixels per image not:
+//    "pixel rows", out^T = patches x W^T with the tile stored transposed into
+//    the NCHW planes; patches read in place from a padded image (implicit)
+//    or written into the packed panels (im2col_panels.h).
 //  - everything else: GEMM over an im2col of a tile of output pixels, packed
 //    into a reused workspace buffer (never the whole batch's columns).
 //
