@@ -410,13 +410,21 @@ void im2col_panels(const Plan& pl, const std::vector<conv::Im2colTap>& taps, con
   kIm2col(job);
 }
 
-// c (m x O, ldc) = A (im2col_panels) @ wt + bias, with the AVX-512 14x32
-// kernel: slice by slice, row tile by row tile, every column panel against
-// the tile (its A panel stays in L1 while the packed W^T panels stream from
-// L2). Each element: one FMA chain per slice, slices in ascending order.
-void multiply_pixel_rows(const gemm::PreparedB<float>& wt, const PixelRowsLayout& lay, const float* a, float* c,
-                         size_t ldc, const float* bias) {
-  constexpr gemm::GemmUkernelFn<float> kKernel = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_avx512);
+// Where a row tile's results go: the first row's C element of column 0, the
+// step between columns, and the kernel's ldc (the step between rows).
+struct TileTarget {
+  float* c;
+  size_t column_step, ldc;
+};
+
+// A (im2col_panels) @ wt + bias with a 14x32 AVX-512 kernel: slice by slice,
+// row tile by row tile, every column panel against the tile (its A panel
+// stays in L1 while the packed W^T panels stream from L2). Each element: one
+// FMA chain per slice, slices in ascending order. target(ir) places the row
+// tile starting at row ir.
+template <class Target>
+void multiply_tiles(gemm::GemmUkernelFn<float> kernel, const gemm::PreparedB<float>& wt, const PixelRowsLayout& lay,
+                    const float* a, const float* bias, const Target& target) {
   const size_t n = wt.padded_columns();
   const float* const packed = wt.panels();
   for (size_t pc = 0; pc < lay.k; pc += lay.kc) {
@@ -427,13 +435,21 @@ void multiply_pixel_rows(const gemm::PreparedB<float>& wt, const PixelRowsLayout
     const float* const sbias = pc == 0 ? bias : nullptr;
     for (size_t t = 0, ir = 0; t < lay.tiles; ++t) {
       const size_t rows = lay.tile_rows(t);
+      const TileTarget to = target(ir);
       for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
-        kKernel(rows, kPixelRowsNr, kb, a_slice + t * lay.tile_stride(kb), b_slice + jr * kb, c + ir * ldc + jr, ldc,
-                1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
+        kernel(rows, kPixelRowsNr, kb, a_slice + t * lay.tile_stride(kb), b_slice + jr * kb,
+               to.c + jr * to.column_step, to.ldc, 1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
       }
       ir += rows;
     }
   }
+}
+
+// c (m x O, ldc) = A (im2col_panels) @ wt + bias.
+void multiply_pixel_rows(const gemm::PreparedB<float>& wt, const PixelRowsLayout& lay, const float* a, float* c,
+                         size_t ldc, const float* bias) {
+  multiply_tiles(NNKERN_X86_ONLY(gemm::f32_gemm_14x32_avx512), wt, lay, a, bias,
+                 [&](size_t ir) { return TileTarget{c + ir * ldc, 1, ldc}; });
 }
 
 // out (NCHW) = A (im2col_panels) @ wt + bias for the global pixels [q0, q1),
@@ -442,25 +458,10 @@ void multiply_pixel_rows(const gemm::PreparedB<float>& wt, const PixelRowsLayout
 // buffer, no transpose pass). The same FMA chains as multiply_pixel_rows.
 void multiply_pixel_rows_into(const Plan& pl, const gemm::PreparedB<float>& wt, const PixelRowsLayout& lay,
                               const float* a, size_t q0, const float* bias, float* out) {
-  constexpr gemm::GemmUkernelFn<float> kKernel = NNKERN_X86_ONLY(gemm::f32_gemm_14x32_ct_avx512);
-  const size_t n = wt.padded_columns();
-  const float* const packed = wt.panels();
-  for (size_t pc = 0; pc < lay.k; pc += lay.kc) {
-    const size_t kb = std::min(lay.kc, lay.k - pc);
-    const float* const b_slice = packed + pc * n;
-    const float* const a_slice = a + lay.slice_start(pc);
-    const float beta = pc == 0 ? 0.0f : 1.0f;
-    const float* const sbias = pc == 0 ? bias : nullptr;
-    for (size_t t = 0, ir = 0; t < lay.tiles; ++t) {
-      const size_t rows = lay.tile_rows(t), q = q0 + ir;
-      float* const c = out + q / pl.p * pl.g.o * pl.p + q % pl.p;
-      for (size_t jr = 0; jr < n; jr += kPixelRowsNr) {
-        kKernel(rows, kPixelRowsNr, kb, a_slice + t * lay.tile_stride(kb), b_slice + jr * kb, c + jr * pl.p, pl.p,
-                1.0f, beta, sbias != nullptr ? sbias + jr : nullptr);
-      }
-      ir += rows;
-    }
-  }
+  multiply_tiles(NNKERN_X86_ONLY(gemm::f32_gemm_14x32_ct_avx512), wt, lay, a, bias, [&](size_t ir) {
+    const size_t q = q0 + ir;
+    return TileTarget{out + q / pl.p * pl.g.o * pl.p + q % pl.p, pl.p, pl.p};
+  });
 }
 
 // Whether every row tile of the pixels [q0, q1) lies inside one image.
@@ -473,6 +474,17 @@ bool tiles_inside_images(const Plan& pl, const PixelRowsLayout& lay, size_t q0) 
   return true;
 }
 
+// d[i] = act(d[i] + res[i]) for the len pixels of one plane run (res may be
+// null); NaN fails the compare and passes through, as torch.relu.
+void residual_relu_run(float* d, const float* res, size_t len, bool relu) {
+  if (res != nullptr) {
+    for (size_t i = 0; i < len; ++i) d[i] += res[i];
+  }
+  if (relu) {
+    for (size_t i = 0; i < len; ++i) d[i] = d[i] < 0.0f ? 0.0f : d[i];
+  }
+}
+
 // out[n, o, pixel] = act(out + residual) in place for the global pixels [q0, q1).
 void residual_relu(const Plan& pl, size_t q0, size_t q1, const float* residual, bool relu, float* out) {
   if (residual == nullptr && !relu) return;
@@ -481,13 +493,7 @@ void residual_relu(const Plan& pl, size_t q0, size_t q1, const float* residual, 
     const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
     for (size_t o = 0; o < g.o; ++o) {
       float* d = out + (n * g.o + o) * pl.p + pix;
-      if (residual != nullptr) {
-        const float* res = residual + (d - out);
-        for (size_t i = 0; i < len; ++i) d[i] += res[i];
-      }
-      if (relu) {
-        for (size_t i = 0; i < len; ++i) d[i] = d[i] < 0.0f ? 0.0f : d[i];
-      }
+      residual_relu_run(d, residual != nullptr ? residual + (d - out) : nullptr, len, relu);
     }
     q += len;
   }
@@ -506,13 +512,7 @@ void transpose_epilogue(const Plan& pl, const float* c, size_t ldc, size_t q0, s
     if (residual != nullptr || relu) {
       for (size_t o = 0; o < g.o; ++o) {
         float* d = base + o * pl.p;
-        if (residual != nullptr) {
-          const float* res = residual + (d - out);
-          for (size_t i = 0; i < len; ++i) d[i] += res[i];
-        }
-        if (relu) {
-          for (size_t i = 0; i < len; ++i) d[i] = d[i] < 0.0f ? 0.0f : d[i];
-        }
+        residual_relu_run(d, residual != nullptr ? residual + (d - out) : nullptr, len, relu);
       }
     }
     q += len;
@@ -976,6 +976,28 @@ struct DirectPlanes {
   }
 };
 
+// Runs body(in, n, k) for the tasks (image n, chunk k), n * chunks of them
+// over the pool; `in` is image n's planes as the kernels read them (padded
+// into the thread's scratch once per image when the conv pads).
+template <class Body>
+void for_image_chunks(const DirectPlanes& dp, const ConvGeometry& g, const float* x, size_t chunks,
+                      const Body& body) {
+  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
+    ScratchBuffer scratch;
+    if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
+    size_t padded = g.n;  // the image now in scratch
+    const float* in = nullptr;
+    for (size_t t = first; t < last; ++t) {
+      const size_t n = t / chunks, k = t % chunks;
+      if (n != padded || dp.in_place) {
+        in = dp.image(g, x, n, scratch.as<float>());
+        padded = n;
+      }
+      body(in, n, k);
+    }
+  });
+}
+
 // Channel chunks per image: with fewer images than threads, each image's
 // output channels are cut so that every thread has work.
 size_t direct_chunks(size_t images, size_t channels) {
@@ -1001,20 +1023,9 @@ void direct_forward_lanes(const Plan& pl, const float* x, const float* w, const 
   const conv::DirectConvLanes p{g.c, dp.plane, dp.pitch, wt, bias16, g.o, g.kh, g.kw, g.dh, g.dw, g.oh, g.ow, relu};
   const auto threads = static_cast<size_t>(get_num_threads());
   const size_t chunks = g.n >= threads ? 1 : std::min(g.oh, ceil_div(threads, g.n));
-  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
-    ScratchBuffer scratch;
-    if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
-    size_t padded = g.n;
-    const float* in = nullptr;
-    for (size_t t = first; t < last; ++t) {
-      const size_t n = t / chunks, k = t % chunks;
-      if (n != padded || dp.in_place) {
-        in = dp.image(g, x, n, scratch.as<float>());
-        padded = n;
-      }
-      kDirectConvLanes(p, in, k * g.oh / chunks, (k + 1) * g.oh / chunks, out + n * g.o * pl.p,
-                       residual != nullptr ? residual + n * g.o * pl.p : nullptr);
-    }
+  for_image_chunks(dp, g, x, chunks, [&](const float* in, size_t n, size_t k) {
+    kDirectConvLanes(p, in, k * g.oh / chunks, (k + 1) * g.oh / chunks, out + n * g.o * pl.p,
+                     residual != nullptr ? residual + n * g.o * pl.p : nullptr);
   });
 }
 
@@ -1028,24 +1039,13 @@ void direct_forward(const Plan& pl, const float* x, const float* w, const float*
   }
   const DirectPlanes dp(g);
   const size_t chunks = direct_chunks(g.n, g.o);
-  parallel_for(g.n * chunks, [&](size_t first, size_t last) {
-    ScratchBuffer scratch;
-    if (!dp.in_place) scratch = acquire_scratch(g.c * dp.plane * sizeof(float));
-    size_t padded = g.n;  // the image now in scratch
-    const float* in = nullptr;
-    for (size_t t = first; t < last; ++t) {
-      const size_t n = t / chunks, k = t % chunks;
-      if (n != padded || dp.in_place) {
-        in = dp.image(g, x, n, scratch.as<float>());
-        padded = n;
-      }
-      const conv::DirectConv p{in,   g.c,  dp.plane, dp.pitch, w,    g.o,
-                               g.kh, g.kw, g.dh,     g.dw,     g.oh, g.ow,
-                               out + n * g.o * pl.p,   bias,
-                               residual != nullptr ? residual + n * g.o * pl.p : nullptr, relu,
-                               dp.in_place ? x + g.n * g.c * pl.hw : in + g.c * dp.plane};
-      kDirectConv(p, k * g.o / chunks, (k + 1) * g.o / chunks);
-    }
+  for_image_chunks(dp, g, x, chunks, [&](const float* in, size_t n, size_t k) {
+    const conv::DirectConv p{in,   g.c,  dp.plane, dp.pitch, w,    g.o,
+                             g.kh, g.kw, g.dh,     g.dw,     g.oh, g.ow,
+                             out + n * g.o * pl.p,   bias,
+                             residual != nullptr ? residual + n * g.o * pl.p : nullptr, relu,
+                             dp.in_place ? x + g.n * g.c * pl.hw : in + g.c * dp.plane};
+    kDirectConv(p, k * g.o / chunks, (k + 1) * g.o / chunks);
   });
 }
 
