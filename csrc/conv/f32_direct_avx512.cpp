@@ -1,11 +1,14 @@
 // Direct few-channel convolution kernels (direct.h), AVX-512 float32.
 //
-// Forward: a register tile of OB output channels x RB row segments (16
-// pixels each, masked at the row's end): per tap, RB masked loads of the
-// shifted input rows and OB weight broadcasts feed OB * RB FMAs (4 x 6: 10
-// loads for 24 FMAs, so the FMA ports, not the loads, bound it).
-// Weight gradient: OB output channels x TB taps of lane-partial sums; per
-// segment, OB grad_output loads and TB shifted input loads feed OB * TB FMAs.
+// Row tiles (pixels in the lanes):
+//  - forward: OB output channels x RB row segments (16 pixels each, masked
+//    at the row's end): per tap, RB loads of the shifted input rows and OB
+//    weight broadcasts feed OB * RB FMAs (4 x 6: 10 loads for 24 FMAs);
+//  - weight gradient: OB output channels x TB taps of lane-partial sums; per
+//    segment, OB grad_output loads and TB shifted input loads feed OB * TB FMAs.
+// Their shifted loads mostly cross a cache line, which holds them near half
+// the FMA rate. With 9..16 output channels the lanes forms (output channels
+// in the lanes: aligned vectors and broadcasts only) run about twice as fast.
 #include <immintrin.h>
 
 #include <algorithm>
