@@ -929,27 +929,26 @@ void (*const kDirectConvLanes)(const conv::DirectConvLanes&, const float*, size_
 
 bool direct_isa() { return active_isa() == Isa::avx512 && kDirectConv != nullptr; }
 
-// The forward and grad_weight take the direct kernels when the output has few channels.
-bool direct_applies(const Plan& pl) {
+// What every direct kernel needs: the family, one group, stride 1, a kernel
+// wider than one tap, and at most `outputs` output channels (of the conv the
+// kernel runs) of at most `depth` <= kDirectMaxDepth multiply-adds each. The
+// forward takes them when the output has few channels.
+bool direct_shape(const Plan& pl, size_t outputs, size_t depth) {
   const ConvGeometry& g = pl.g;
-  return direct_isa() && g.groups == 1 && pl.cg > 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 &&
-         g.o <= kDirectMaxOut && pl.k <= kDirectMaxDepth;
+  return direct_isa() && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 && outputs <= kDirectMaxOut &&
+         depth <= kDirectMaxDepth;
 }
+
+bool direct_applies(const Plan& pl) { return pl.cg > 1 && direct_shape(pl, pl.g.o, pl.k); }
 
 // grad_weight: as the forward, and also with one input channel (a LeNet
 // 1 -> 6 first layer): the tile shares each input load among its outputs.
-bool direct_grad_weight_applies(const Plan& pl) {
-  const ConvGeometry& g = pl.g;
-  return direct_isa() && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 && g.o <= kDirectMaxOut &&
-         pl.k <= kDirectMaxDepth;
-}
+bool direct_grad_weight_applies(const Plan& pl) { return direct_shape(pl, pl.g.o, pl.k); }
 
 // grad_input is a stride-1 conv of the padded grad_output (O channels) with
 // the flipped, transposed weight (C outputs): few *input* channels.
 bool direct_grad_input_applies(const Plan& pl) {
-  const ConvGeometry& g = pl.g;
-  return direct_isa() && g.groups == 1 && pl.cg > 1 && g.sh == 1 && g.sw == 1 && g.kh * g.kw > 1 &&
-         g.c <= kDirectMaxOut && g.o * g.kh * g.kw <= kDirectMaxDepth;
+  return pl.cg > 1 && direct_shape(pl, pl.g.c, pl.g.o * pl.g.kh * pl.g.kw);
 }
 
 // The C planes of image n as the kernels read them: in place when the conv
