@@ -228,3 +228,61 @@ def test_fast_and_general_argument_paths_agree(mode):
         fn(x, hx, bad, **kw)
     with pytest.raises(ValueError, match=r"params\[5\] \(weight_hh_l0_reverse\) must have shape"):
         fn(x, hx, _Params(bad), **kw)
+
+
+INFERENCE_CONFIGS = CONFIGS + [
+    (4, 3, 5, 12, 3, True),        # three layers: the layers below the top alternate two scratch buffers
+    (50, 1, 64, 64, 1, False),     # the latency row (L2 / G2)
+]
+
+
+def _states(mode, result):
+    out, states = result[0], result[1]
+    return [out] + (list(states) if mode == "lstm" else [states])
+
+
+@pytest.mark.parametrize("mode,nonlin", [("lstm", None), ("gru", None), ("rnn", "tanh"), ("rnn", "relu")])
+@pytest.mark.parametrize("cfg", INFERENCE_CONFIGS, ids=lambda c: "T{}-N{}-I{}-H{}-L{}-{}".format(*c[:5], "bi" if c[5] else "uni"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first,bias", [(False, True), (True, False)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inference_sequence_has_the_workspace_bits(mode, nonlin, cfg, dtype, batch_first, bias, threads):
+    """A call that keeps nothing for a backward runs every layer in one native call (rnn_seq_inference,
+    csrc/rnn/rnn_sequence.cpp); it gives the bits of the layer-by-layer path and matches the reference."""
+    t_len, n, i_size, hid, layers, bidir = cfg
+    rng = np.random.default_rng(hash((mode, nonlin, cfg, batch_first)) % 2**32)
+    x, hx, params = _problem(rng, mode, t_len, n, i_size, hid, layers, bidir, dtype, bias=bias)
+    if batch_first:
+        x = x.transpose(1, 0, 2)  # a non-contiguous (N, T, I) view
+    kw = dict(num_layers=layers, bidirectional=bidir, batch_first=batch_first, has_biases=bias)
+    if nonlin:
+        kw["nonlinearity"] = nonlin
+    fn = getattr(nk, mode)
+    old = nk.get_num_threads()
+    nk.set_num_threads(threads)
+    try:
+        fast = _states(mode, fn(x, hx, params, backend="cpu", **kw))
+        layered = _states(mode, fn(x, hx, params, backend="cpu", return_workspace=True, **kw))
+    finally:
+        nk.set_num_threads(old)
+    ref = _states(mode, fn(x, hx, params, backend="numpy", **kw))
+    for k, (a, b, r) in enumerate(zip(fast, layered, ref)):
+        assert a.shape == r.shape and a.dtype == r.dtype and a.flags.c_contiguous, f"result {k}"
+        assert a.tobytes() == b.tobytes(), f"{mode} result {k}"
+        assert_close(a, r, RTOL[dtype], f"{mode} result {k}")
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_inference_sequence_unbatched_default_state_strided_weights(mode):
+    """2-D input, no initial state, and weights given as strided views: the one-call path converts them."""
+    rng = np.random.default_rng(21)
+    x, _, params = _problem(rng, mode, 7, 1, 9, 20, 2, True, np.float32)
+    strided = [np.repeat(p, 2, axis=-1)[..., ::2] for p in params]  # the same values, not C-contiguous
+    assert not strided[0].flags.c_contiguous
+    fn = getattr(nk, mode)
+    kw = dict(num_layers=2, bidirectional=True)
+    got = _states(mode, fn(x[:, 0], None, strided, backend="cpu", **kw))
+    ref = _states(mode, fn(x[:, 0], None, params, backend="numpy", **kw))
+    for a, r in zip(got, ref):
+        assert a.shape == r.shape
+        assert_close(a, r, 2e-5, mode)

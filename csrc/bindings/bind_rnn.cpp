@@ -6,6 +6,9 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "bindings/arrays.h"
 #include "bindings/families.h"
@@ -116,6 +119,65 @@ void rnn_layer_backward(const std::string& mode, bool batch_first, const py::arr
   }
 }
 
+// A whole sequence for inference: (out, h_n, c_n or None). Arguments as validated by the functional
+// layer (functional/recurrent.py); arrays not yet C-contiguous in the input's dtype are converted.
+template <class T>
+py::tuple sequence_forward(rnn::Mode mode, bool batch_first, const py::array& x_in, const py::array& h0_in,
+                           const py::object& c0_in, const py::list& params_in, std::size_t layers, bool bidirectional,
+                           bool has_biases) {
+  const std::size_t dirs = bidirectional ? 2 : 1, per = has_biases ? 4 : 2;
+  const auto x = c_contiguous_as<T>(x_in, "rnn", "x");
+  const auto h0 = c_contiguous_as<T>(h0_in, "rnn", "h0");
+  if (x.ndim() != 3 || h0.ndim() != 3 || layers == 0 || params_in.size() != layers * dirs * per ||
+      h0.shape(0) != static_cast<py::ssize_t>(layers * dirs)) {
+    throw value_error("rnn: x must be 3-D, h0 (layers * dirs, N, hidden), params layers * dirs * (4 or 2) arrays");
+  }
+  rnn::SequenceArgs<T> s;
+  s.mode = mode;
+  s.batch_major = batch_first;
+  s.has_biases = has_biases;
+  s.steps = static_cast<std::size_t>(x.shape(batch_first ? 1 : 0));
+  s.batch = static_cast<std::size_t>(x.shape(batch_first ? 0 : 1));
+  s.input = static_cast<std::size_t>(x.shape(2));
+  s.hidden = static_cast<std::size_t>(h0.shape(2));
+  s.layers = layers;
+  s.dirs = dirs;
+  std::vector<py::array> keep;  // the converted parameters, alive until the call returns
+  keep.reserve(params_in.size() + 1);
+  for (const auto& p : params_in) {
+    keep.push_back(c_contiguous_as<T>(p.cast<py::array>(), "rnn", "params"));
+    s.params.push_back(static_cast<const T*>(keep.back().data()));
+  }
+  const Dtype dt = std::is_same_v<T, float> ? Dtype::f32 : Dtype::f64;
+  const auto P = [](std::size_t v) { return static_cast<py::ssize_t>(v); };
+  py::array out = empty_shaped(dt, {x.shape(0), x.shape(1), P(dirs * s.hidden)});
+  py::array h_n = empty_shaped(dt, {P(layers * dirs), P(s.batch), P(s.hidden)});
+  py::object c_n = py::none();
+  s.x = x.data();
+  s.h0 = h0.data();
+  s.out = static_cast<T*>(out.mutable_data());
+  s.h_n = static_cast<T*>(h_n.mutable_data());
+  if (mode == rnn::Mode::lstm) {
+    keep.push_back(c_contiguous_as<T>(c0_in.cast<py::array>(), "rnn", "c0"));
+    s.c0 = static_cast<const T*>(keep.back().data());
+    py::array c = empty_shaped(dt, {P(layers * dirs), P(s.batch), P(s.hidden)});
+    s.c_n = static_cast<T*>(c.mutable_data());
+    c_n = std::move(c);
+  }
+  run_native([&] { rnn::sequence_forward(s); });
+  return py::make_tuple(out, h_n, c_n);
+}
+
+py::tuple rnn_seq_forward(const std::string& mode, bool batch_first, const py::array& x, const py::array& h0,
+                          const py::object& c0, const py::list& params, std::size_t num_layers, bool bidirectional,
+                          bool has_biases) {
+  const rnn::Mode m = mode_of(mode);
+  if (float_dtype(x, "rnn", "x") == Dtype::f32) {
+    return sequence_forward<float>(m, batch_first, x, h0, c0, params, num_layers, bidirectional, has_biases);
+  }
+  return sequence_forward<double>(m, batch_first, x, h0, c0, params, num_layers, bidirectional, has_biases);
+}
+
 }  // namespace
 
 void bind_rnn(pybind11::module_& m) {
@@ -126,6 +188,9 @@ void bind_rnn(pybind11::module_& m) {
         py::arg("out"),
         py::arg("grad_out"), py::arg("grad_x"), py::arg("dirs"),
         "Backward through time of rnn_layer_forward, from its saved workspace.");
+  m.def("rnn_seq_forward", &rnn_seq_forward, py::arg("mode"), py::arg("batch_first"), py::arg("x"), py::arg("h0"),
+        py::arg("c0"), py::arg("params"), py::arg("num_layers"), py::arg("bidirectional"), py::arg("has_biases"),
+        "A whole sequence for inference (no dropout, no workspace): (out, h_n, c_n or None).");
 }
 
 }  // namespace nnkern::bindings

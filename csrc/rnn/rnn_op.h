@@ -88,6 +88,27 @@ struct LayerArgs {
   std::vector<DirectionData<T>> dirs;  // 1 or 2
 };
 
+// A whole sequence for inference: every layer and direction, no dropout, nothing saved for a
+// backward (each layer's workspace and the outputs of the layers below the top live on scratch
+// memory). The same bits as layer_forward layer by layer.
+template <class T>
+struct SequenceArgs {
+  Mode mode = Mode::lstm;
+  bool batch_major = false;  // (N, T, *) arrays, as LayerArgs
+  bool has_biases = true;
+  std::size_t steps = 0, batch = 0, input = 0, hidden = 0, layers = 1, dirs = 1;
+  const T* x = nullptr;              // (T, N, I)
+  std::vector<const T*> params;      // PyTorch's flat order: per layer and direction w_ih, w_hh[, b_ih, b_hh]
+  const T* h0 = nullptr;             // (layers * dirs, N, H)
+  const T* c0 = nullptr;             // lstm: (layers * dirs, N, H)
+  T* out = nullptr;                  // (T, N, dirs * H)
+  T* h_n = nullptr;                  // (layers * dirs, N, H)
+  T* c_n = nullptr;                  // lstm: (layers * dirs, N, H)
+};
+
+void sequence_forward(const SequenceArgs<float>& args);
+void sequence_forward(const SequenceArgs<double>& args);
+
 void layer_forward(const LayerArgs<float>& args);
 void layer_forward(const LayerArgs<double>& args);
 void layer_backward(const LayerArgs<float>& args);

@@ -44,6 +44,8 @@ _SEQUENCE_OPS = {"rnn_seq": ("lstm", "gru", "rnn"),
 #: The functional ops this backend runs natively; ``auto`` sends the rest to numpy.
 NATIVE_OPS = frozenset(name for k in _OPS for name in _SEQUENCE_OPS.get(k, (k,)))
 globals().update(_OPS)
+# optional (docs/design.md): a sequence forward without workspace or dropout in one native call
+rnn_seq_inference = _rnn.rnn_seq_inference
 
 isa = _native.isa
 supported_isas = _native.supported_isas

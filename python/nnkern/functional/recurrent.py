@@ -356,8 +356,14 @@ def _seq_forward(op: str, mode: str, x: Any, hx: Any, params: Any, num_layers: A
     use_dropout = bool(training) and p > 0 and layers > 1
     seed = seed_arg(op, seed) if use_dropout else 0
     name, be = c.dispatch_named(op, backend, on_device)
-    out, h_n, c_n, ws = be.rnn_seq(mode, x, h0, c0, ps, layers, bool(bidirectional), bool(batch_first),
-                                   p if use_dropout else 0.0, bool(training), bool(has_biases), seed)
+    # a backend may run a call that keeps nothing for a backward in one step (docs/design.md)
+    inference = None if want_workspace or use_dropout else getattr(be, "rnn_seq_inference", None)
+    if inference is not None:
+        out, h_n, c_n = inference(mode, x, h0, c0, ps, layers, bidirectional, batch_first, has_biases)
+        ws = None
+    else:
+        out, h_n, c_n, ws = be.rnn_seq(mode, x, h0, c0, ps, layers, bool(bidirectional), bool(batch_first),
+                                       p if use_dropout else 0.0, bool(training), bool(has_biases), seed)
     if unbatched:
         out = out[:, 0] if not batch_first else out[0]
         h_n = h_n[:, 0]
