@@ -146,16 +146,20 @@ def test_large_recurrent(mode, bidirectional, batch, hidden, restore_threads):
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
-@pytest.mark.parametrize("bidirectional,batch", [(False, 20), (False, 25), (True, 20), (True, 7)])
-def test_long_recurrent(mode, bidirectional, batch, restore_threads):
+@pytest.mark.parametrize("bidirectional,batch,hidden,t_len", [(False, 20, 96, 41), (False, 25, 96, 41),
+                                                              (True, 20, 96, 41), (True, 7, 96, 41),
+                                                              (False, 1, 64, 50), (False, 2, 40, 19)])
+def test_long_recurrent(mode, bidirectional, batch, hidden, t_len, restore_threads):
     """Sequences long enough for the team to project the input in several chunks beside the time loop
     with the batch split over the members (one direction, 20 or 25 rows: 10 + 10 at 2 threads, units at
-    3 threads for 20), and two directions (projection first, a member each): the same bits as 1 thread."""
+    3 threads for 20), two directions (projection first, a member each), and steps too small to split,
+    whose input projection a helper thread computes ahead of the loop (batch 1 and 2; 38 rows: 14 + 24):
+    the same bits as 1 thread."""
     r = np.random.default_rng(11)
     f = np.float32
     gates = {"lstm": 4, "gru": 3}[mode]
     d = 2 if bidirectional else 1
-    hidden, t_len, inp = 96, 41, 24
+    inp = 24
     params = []
     for _ in range(d):
         params += [r.standard_normal((gates * hidden, inp)).astype(f) * 0.2,

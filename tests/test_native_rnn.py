@@ -56,6 +56,7 @@ CONFIGS = [
     (4, 6, 8, 160, 1, True),       # G = 640 > 512: the backward's recurrent multiply runs two kc slices
     (3, 1, 5, 7, 2, False),        # batch 1
     (4, 0, 6, 8, 1, True),         # zero-sized batch
+    (30, 1, 12, 64, 1, False),     # steps too small to split: a helper thread projects the input ahead
 ]
 
 
@@ -232,7 +233,7 @@ def test_fast_and_general_argument_paths_agree(mode):
 
 INFERENCE_CONFIGS = CONFIGS + [
     (4, 3, 5, 12, 3, True),        # three layers: the layers below the top alternate two scratch buffers
-    (50, 1, 64, 64, 1, False),     # the latency row (L2 / G2)
+    (50, 1, 64, 64, 1, False),     # the latency row (L2 / G2): projection helper at 2 threads
 ]
 
 

@@ -255,6 +255,7 @@ void run_team(const std::vector<std::unique_ptr<Direction>>& dirs, std::size_t s
     // A team of one (the batch-1 latency rows): every step whole, in order, without the
     // schedule's claims and counters (~3% of L2's native time in perf). Same bits.
     for (std::size_t s = 0; s < steps; ++s) {
+      wait_with_side_work([&] { return gate.ready(s); }, gate);
       for (std::size_t d = 0; d < D; ++d) {
         T* own = scratch.of(d);
         dirs[d]->pack(s, own);
@@ -449,6 +450,17 @@ struct ForwardDirection {
         w[g]->multiply_packed(R, packed, u0, u1, gates + g * H, step(G), T(1), T(1), nullptr);
       }
     }
+    if (!last && R <= gemm::kWideMaxRows) {
+      // the next step's projected gates (written by the projection helper on the other core, or
+      // long ago): fetched while this step's fused pass runs
+      const T* next = dd.gates + row(time_of(s + 1), n0) * G + u0;
+      for (std::size_t n = 0; n < R; ++n) {
+        for (std::size_t g = 0; g < G / H; ++g) {
+          const char* p = reinterpret_cast<const char*>(next + n * step(G) + g * H);
+          for (std::size_t b = 0; b < U * sizeof(T); b += 64) __builtin_prefetch(p + b);
+        }
+      }
+    }
     for (std::size_t n = 0; n < R; ++n) {
       T* gr = gates + n * step(G);
       T* ho = out + n * step(ldo);
@@ -561,10 +573,28 @@ struct ProjectionChunks {
   }
 };
 
+// Rows per input-projection chunk when a helper thread projects ahead of a team of one: one
+// AVX-512 row tile (more rows than gemm's dot-product path takes, so every chunk has the bits of
+// the whole projection); L2's 50 rows make 3 chunks, the first ready after ~2 us.
+constexpr std::size_t kHelperChunkRows = 14;
+
+// Whether a one-direction layer whose steps run on one thread gets a helper that projects the
+// input ahead of the time loop (time-major rows; at least two chunks).
+template <class T>
+bool wants_projection_helper(const LayerArgs<T>& a, std::size_t threads) {
+  return threads > 1 && a.dirs.size() == 1 && !a.batch_major && team_members(a, threads) == 1 &&
+         a.hidden > 0 && a.steps * a.batch >= 2 * kHelperChunkRows &&
+         a.steps * a.batch > gemm::dot_rows(T());
+}
+
 template <class T>
 void forward_typed(const LayerArgs<T>& a) {
-  std::optional<ScopedSerial> serial;
-  if (layer_is_small(a)) serial.emplace();
+  // A small layer runs on the calling thread alone (waking a sleeping worker would cost more),
+  // except that a one-direction layer may hand its input projection to a second thread, which
+  // nothing waits for: the caller projects every chunk the helper has not started.
+  const bool helper = wants_projection_helper(a, static_cast<std::size_t>(get_num_threads()));
+  std::optional<ScopedSerial> serial;  // until the helper starts, nothing here asks for a worker
+  if (helper || layer_is_small(a)) serial.emplace();
   const std::size_t D = a.dirs.size();
   const std::size_t H = a.hidden, N = a.batch, NH = N * H;
   if (a.steps == 0) {
@@ -590,10 +620,26 @@ void forward_typed(const LayerArgs<T>& a) {
   for (std::size_t d = 0; d < D; ++d) {
     dirs.push_back(std::make_unique<ForwardDirection<T>>(a, d, max_members == 1 || batch_split));
     dirs[d]->prepare_projection(bias.as<T>() + d * G);
-    if (!side) dirs[d]->project_input();
+    if (!side && !helper) dirs[d]->project_input();
     dirs[d]->start();
   }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
+  if (helper) {
+    ProjectionChunks<T> chunks(dirs, kHelperChunkRows);
+    // chunk 0 (the caller): the time loop, projecting a chunk itself while its rows are not
+    // ready; chunk 1 (a worker, or the caller afterwards, finding nothing left): the chunks
+    serial.reset();
+    parallel_for(2, [&](std::size_t task, std::size_t) {
+      if (task == 0) {
+        run_team(dirs, a.steps, 1, scratch, chunks);
+      } else {
+        while (chunks.side()) {
+        }
+      }
+    });
+    chunks.rethrow();
+    return;
+  }
   if (!side) {
     run_team(dirs, a.steps, max_members, scratch);
     return;
