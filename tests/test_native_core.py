@@ -180,6 +180,50 @@ def test_parallel_split_is_static_and_covers_every_task(threads, n_threads):
         assert ranges == _cpu._test_parallel_ranges(n_tasks)
 
 
+def _worker_tids():
+    """The pool's worker threads (named nnkern-worker) of this process."""
+    tids = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() == "nnkern-worker":
+                    tids.append(int(tid))
+        except OSError:  # a thread that just ended
+            pass
+    return tids
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs and CPU affinity")
+def test_worker_steps_off_the_callers_cpu(threads):
+    """A worker that the scheduler left on its caller's CPU moves to the caller's other CPUs when it takes
+    a job (the two would otherwise share one CPU while another idles), within the caller's CPU mask."""
+    _cpu.set_num_threads(2)
+    _cpu._test_parallel_ranges(100)  # starts the worker
+    workers = _worker_tids()
+    assert len(workers) == 1
+    saved = os.sched_getaffinity(0)
+    a, b = sorted(saved)[:2]
+    try:
+        for _ in range(50):
+            os.sched_setaffinity(0, {a})           # this thread onto CPU a (0: the calling thread)
+            os.sched_setaffinity(workers[0], {a})  # and the worker with it
+            os.sched_setaffinity(0, {a, b})
+            _cpu._test_parallel_ranges(100)
+            # the job may be over before the worker, sharing this CPU, ran: give it the CPU a while
+            deadline = time.monotonic() + 0.05
+            while os.sched_getaffinity(workers[0]) != {b} and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if os.sched_getaffinity(workers[0]) == {b}:
+                break
+        else:
+            pytest.fail(f"the worker stayed on the caller's CPU: mask {os.sched_getaffinity(workers[0])}")
+    finally:
+        os.sched_setaffinity(0, saved)
+        os.sched_setaffinity(workers[0], saved)
+    assert _cpu._test_parallel_ranges(7) == [(0, 3), (3, 7)]
+
+
 def test_set_and_get_num_threads(threads):
     _cpu.set_num_threads(3)
     assert _cpu.get_num_threads() == 3 and cpu.get_num_threads() == 3

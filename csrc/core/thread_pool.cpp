@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,7 +37,14 @@ struct Job {
   // Teams (parallel_team): chunk c on thread c, all at once.
   bool claimed = true;
   int caller_cpu = -1;  // the CPU the caller ran on when it posted the job (sched_getcpu), or -1
+  pid_t caller_tid = 0;  // the caller's thread id (step_aside reads its CPU mask)
 };
+
+// This thread's kernel thread id, asked once.
+pid_t this_tid() {
+  thread_local const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+  return tid;
+}
 
 // The claim word: the job's generation above kChunkBits, the next chunk to
 // claim below, so that a worker still holding an older job can never claim
@@ -102,6 +111,7 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = job;
       job_.caller_cpu = sched_getcpu();
+      job_.caller_tid = this_tid();
       pending_.store(job.n_chunks - 1, std::memory_order_relaxed);
       error_ = nullptr;
       gen = generation_.load(std::memory_order_relaxed) + 1;
@@ -136,14 +146,15 @@ class ThreadPool {
     for (auto& t : workers_) t.join();
     workers_.clear();
     stopping_ = false;
-    CPU_ZERO(&allowed_);
-    if (sched_getaffinity(0, sizeof(allowed_), &allowed_) != 0) CPU_ZERO(&allowed_);
     // Workers block every signal: Python handles signals on its main thread.
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     for (std::size_t i = 1; i <= n_workers; ++i) {
-      workers_.emplace_back([this, i, seen = generation_.load()] { worker_loop(i, seen); });
+      workers_.emplace_back([this, i, seen = generation_.load()] {
+        pthread_setname_np(pthread_self(), "nnkern-worker");  // as top, perf and the tests see it
+        worker_loop(i, seen);
+      });
     }
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   }
@@ -160,7 +171,7 @@ class ThreadPool {
       if (stopping_) return;
       seen = generation_.load(std::memory_order_relaxed);
       const Job job = job_;
-      step_aside(job.caller_cpu);
+      step_aside(job);
       if (!job.claimed) {
         if (index >= job.n_chunks) continue;
         lock.unlock();
@@ -180,11 +191,13 @@ class ThreadPool {
   // After an idle spell the scheduler may wake the worker onto the caller's CPU; the two then
   // share that CPU (both spin) while another idles, for whole benchmark samples: P3 at 2 threads
   // ran 55-65 us instead of 31-35 in about a third of the samples. One sched_getcpu when placed
-  // well; the mask is the process's CPUs when the workers started, without the caller's.
-  void step_aside(int caller_cpu) const {
-    if (caller_cpu < 0 || caller_cpu >= CPU_SETSIZE || sched_getcpu() != caller_cpu) return;
-    cpu_set_t others = allowed_;
-    CPU_CLR(caller_cpu, &others);
+  // well. The new mask is the caller's current one without its CPU, so a later restriction of
+  // the process (taskset) is kept.
+  static void step_aside(const Job& job) {
+    if (job.caller_cpu < 0 || job.caller_cpu >= CPU_SETSIZE || sched_getcpu() != job.caller_cpu) return;
+    cpu_set_t others;
+    if (sched_getaffinity(job.caller_tid, sizeof(others), &others) != 0) return;
+    CPU_CLR(job.caller_cpu, &others);
     if (CPU_COUNT(&others) > 0) pthread_setaffinity_np(pthread_self(), sizeof(others), &others);
   }
 
@@ -210,7 +223,6 @@ class ThreadPool {
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   std::vector<std::thread> workers_;
-  cpu_set_t allowed_{};  // the CPUs of the thread that started the workers
   std::atomic<std::uint64_t> generation_{0};  // written under mutex_, polled without it
   bool stopping_ = false;
   Job job_;
