@@ -10,7 +10,8 @@
 namespace nnkern::rnn {
 namespace {
 
-// Elements rounded up to whole 64-byte lines of float32 (each array starts on one).
+// Elements rounded up to a multiple of 16 (a 64-byte line of float32, two of float64), so that each
+// array starts on a line, as backends/native/rnn.py's _direction lays out the training workspace.
 constexpr std::size_t lines(std::size_t elements) { return (elements + 15) / 16 * 16; }
 
 template <class T>
