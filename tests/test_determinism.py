@@ -133,9 +133,10 @@ def _recurrent_bits(mode, bidirectional, batch, hidden):
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("batch,hidden", [(32, 96), (3, 200)])
+@pytest.mark.parametrize("batch,hidden", [(32, 96), (3, 200), (19, 128)])
 def test_large_recurrent(mode, bidirectional, batch, hidden, restore_threads):
-    """Hidden units split over 2 and 3 threads (and two directions side by side): the same bits as 1 thread."""
+    """Hidden units split over 2 and 3 threads (and two directions side by side), or the batch rows (one
+    direction, 16+ rows: 16 + 16 and 11 + 11 + 10 of 32, 10 + 9 of 19): the same bits as 1 thread."""
     outs = {}
     for t in THREADS:
         nk.set_num_threads(t)

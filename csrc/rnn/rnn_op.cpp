@@ -663,6 +663,8 @@ struct BackwardDirection {
   std::shared_ptr<const PreparedB<T>> w;  // B = W_hh (k = G, n = H), from the weight cache
   ScratchBuffer state_buf;  // dh, dc, direct: (N, H) each
   T *dh, *dc, *direct;
+  ScratchBuffer bias_buf;  // per batch row, the bias gradients' sums over its steps: (N, G) each
+  T *acc_ih = nullptr, *acc_hh = nullptr;
   T* d_h;  // hidden-side gate gradients
   PointwiseFns<T> pw = pointwise_fns<T>();
 
@@ -680,6 +682,10 @@ struct BackwardDirection {
     dc = dh + N * H;
     direct = dc + N * H;
     d_h = dd.d_gates_h != nullptr ? dd.d_gates_h : dd.d_gates;
+    const std::size_t sums = (dd.grad_b_ih != nullptr ? 1 : 0) + (hh_bias_summed() ? 1 : 0);
+    bias_buf = acquire_scratch(std::max<std::size_t>(1, sums * N * G) * sizeof(T));
+    if (dd.grad_b_ih != nullptr) acc_ih = bias_buf.as<T>();
+    if (hh_bias_summed()) acc_hh = bias_buf.as<T>() + (acc_ih != nullptr ? N * G : 0);
   }
 
   std::size_t align() const { return w->column_align(); }
@@ -692,65 +698,88 @@ struct BackwardDirection {
   std::size_t step(std::size_t width) const { return a.batch_major ? a.steps * width : width; }
 
 
-  // The gradients of the last states; the bias gradients start at zero.
+  // The gradients of the last states; the bias sums start at zero.
   void start() const {
     for (std::size_t i = 0; i < N * H; ++i) {
       direct[i] = dd.grad_h_last != nullptr ? dd.grad_h_last[i] : T(0);
       if (a.mode == Mode::lstm) dc[i] = dd.grad_c_last != nullptr ? dd.grad_c_last[i] : T(0);
     }
-    if (dd.grad_b_ih != nullptr) std::fill(dd.grad_b_ih, dd.grad_b_ih + G, T(0));
-    if (hh_bias_summed()) std::fill(dd.grad_b_hh, dd.grad_b_hh + G, T(0));
+    if (acc_ih != nullptr) std::fill(acc_ih, acc_ih + N * G, T(0));
+    if (acc_hh != nullptr) std::fill(acc_hh, acc_hh + N * G, T(0));
   }
 
   // Whether grad_b_hh is summed from its own gate gradients (GRU), not copied from grad_b_ih.
   bool hh_bias_summed() const { return dd.grad_b_hh != nullptr && (d_h != dd.d_gates || dd.grad_b_ih == nullptr); }
 
-  // acc[g*H + j] += the gate gradients src of step t, every gate g, units j in [u0, u1), rows in
-  // order: the bias gradients, summed while the step's gradients are in cache (each column in
-  // the backward's step order, whichever member computes it).
-  void sum_bias(T* acc, const T* src, std::size_t t, std::size_t u0, std::size_t u1) const {
-    for (std::size_t n = 0; n < N; ++n) {
+  // acc[n*G + g*H + j] += the gate gradients src of step t, batch rows n in [n0, n1), every
+  // gate g, units j in [u0, u1): each batch row's bias sums, over its steps in the backward's
+  // order, while the step's gradients are in cache (whichever member owns the row or the units).
+  void sum_bias(T* acc, const T* src, std::size_t t, std::size_t u0, std::size_t u1, std::size_t n0,
+                std::size_t n1) const {
+    for (std::size_t n = n0; n < n1; ++n) {
       const T* r = src + row(t, n) * G;
-      for (std::size_t g = 0; g < G; g += H) pw.accumulate(u1 - u0, acc + g + u0, r + g + u0);
+      if (u1 - u0 == H) {
+        pw.accumulate(G, acc + n * G, r);
+      } else {
+        for (std::size_t g = 0; g < G; g += H) pw.accumulate(u1 - u0, acc + n * G + g + u0, r + g + u0);
+      }
     }
   }
 
-  // Packs the hidden-side gate gradients of the step before s (none before the first); step
-  // a.steps is the gradient of the initial states.
-  void pack(std::size_t s, T* packed) const {
-    if (s > 0) w->pack_a(N, d_h + row(time_of(s - 1), 0) * G, step(G), packed);
+  // The bias gradients, after the loop: the batch rows' sums added in row order (the same
+  // order, so the same bits, whatever the team and its split).
+  void bias_grads() const {
+    const auto total = [&](const T* acc, T* out) {
+      if (N == 0) return std::fill(out, out + G, T(0));
+      std::copy(acc, acc + G, out);
+      for (std::size_t n = 1; n < N; ++n) pw.accumulate(G, out, acc + n * G);
+    };
+    if (acc_ih != nullptr) total(acc_ih, dd.grad_b_ih);
+    if (acc_hh != nullptr) total(acc_hh, dd.grad_b_hh);
   }
 
-  // Step s for the hidden units [u0, u1): dh = the output's gradient + what flows back from the
-  // later step, then the gate gradients; step a.steps: the initial states' gradients.
-  void block(std::size_t s, std::size_t u0, std::size_t u1, const T* packed) {
+  // Packs the hidden-side gate gradients of the step before s, batch rows [n0, n1) (none before
+  // the first); step a.steps is the gradient of the initial states.
+  void pack(std::size_t s, T* packed, std::size_t n0 = 0, std::size_t n1 = ~std::size_t{0}) const {
+    n1 = std::min(n1, N);
+    if (s > 0) w->pack_a(n1 - n0, d_h + row(time_of(s - 1), n0) * G, step(G), packed);
+  }
+
+  // Step s for the hidden units [u0, u1) of the batch rows [n0, n1): dh = the output's gradient
+  // + what flows back from the later step, then the gate gradients; step a.steps: the initial
+  // states' gradients. packed: those rows' gate gradients of the step before (pack()).
+  void block(std::size_t s, std::size_t u0, std::size_t u1, const T* packed, std::size_t n0 = 0,
+             std::size_t n1 = ~std::size_t{0}) {
+    n1 = std::min(n1, N);
+    const std::size_t R = n1 - n0;
     if (s == a.steps) {
-      for (std::size_t n = 0; n < N; ++n) {
+      for (std::size_t n = n0; n < n1; ++n) {
         for (std::size_t j = u0; j < u1; ++j) {
           dd.grad_h0[n * H + j] = direct[n * H + j];  // gru: the z path; others: 0 after a step
           if (a.mode == Mode::lstm) dd.grad_c0[n * H + j] = dc[n * H + j];
         }
       }
-      if (s > 0) w->multiply_packed(N, packed, u0, u1, dd.grad_h0, H, T(1), T(1), nullptr);
+      if (s > 0) w->multiply_packed(R, packed, u0, u1, dd.grad_h0 + n0 * H, H, T(1), T(1), nullptr);
       return;
     }
     const std::size_t t = time_of(s);
-    for (std::size_t n = 0; n < N; ++n) {
+    for (std::size_t n = n0; n < n1; ++n) {
       if (a.grad_out != nullptr) {
         pw.add(u1 - u0, direct + n * H + u0, a.grad_out + row(t, n) * ldo + col + u0, dh + n * H + u0);
       } else {
         std::copy(direct + n * H + u0, direct + n * H + u1, dh + n * H + u0);
       }
     }
-    if (s > 0) w->multiply_packed(N, packed, u0, u1, dh, H, T(1), T(1), nullptr);
-    pointwise(t, u0, u1);
-    if (dd.grad_b_ih != nullptr) sum_bias(dd.grad_b_ih, dd.d_gates, t, u0, u1);
-    if (hh_bias_summed()) sum_bias(dd.grad_b_hh, d_h, t, u0, u1);
+    if (s > 0) w->multiply_packed(R, packed, u0, u1, dh + n0 * H, H, T(1), T(1), nullptr);
+    pointwise(t, u0, u1, n0, n1);
+    if (acc_ih != nullptr) sum_bias(acc_ih, dd.d_gates, t, u0, u1, n0, n1);
+    if (acc_hh != nullptr) sum_bias(acc_hh, d_h, t, u0, u1, n0, n1);
   }
 
-  // Gate gradients of step t for units [u0, u1) from dh; updates dc / direct.
-  void pointwise(std::size_t t, std::size_t u0, std::size_t u1) {
-    for (std::size_t n = 0; n < N; ++n) {
+  // Gate gradients of step t for units [u0, u1) of the batch rows [n0, n1) from dh; updates
+  // dc / direct.
+  void pointwise(std::size_t t, std::size_t u0, std::size_t u1, std::size_t n0, std::size_t n1) {
+    for (std::size_t n = n0; n < n1; ++n) {
       const T* g = dd.gates + row(t, n) * G;
       T* dg = dd.d_gates + row(t, n) * G;
       const T* dhr = dh + n * H;
@@ -840,10 +869,19 @@ void backward_typed(const LayerArgs<T>& a) {
     dirs[d]->start();
   }
   MemberScratch<T> scratch(max_members * D, dirs[0]->scratch_elements());
-  run_team(dirs, a.steps + 1, max_members, scratch);
-  // after the loop: weights and the layer input, over all steps at once
+  // One direction with enough batch rows: every member runs all steps of its own rows (rows are
+  // independent sequences backwards too), with no wait between steps; otherwise members split
+  // each step's hidden units (two directions: a direction each).
+  if (max_members > 1 && D == 1 && N >= kMinRowsPerMember * max_members) {
+    StepSchedule::NoSideWork none;
+    run_batch_team(dirs, a.steps + 1, max_members, scratch, none);
+  } else {
+    run_team(dirs, a.steps + 1, max_members, scratch);
+  }
+  // after the loop: biases, weights and the layer input, over all steps at once
   for (std::size_t d = 0; d < D; ++d) {
     const DirectionData<T>& dd = a.dirs[d];
+    dirs[d]->bias_grads();
     const T* d_h = dd.d_gates_h != nullptr ? dd.d_gates_h : dd.d_gates;
     if (d_h == dd.d_gates) {
       weight_grads_merged(M, G, a.input, H, dd.d_gates, a.x, dd.hprev, dd.grad_w_ih, dd.grad_w_hh);
