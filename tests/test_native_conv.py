@@ -86,6 +86,11 @@ CASES = {
     # its implicit form (batch >= threads, stride 1 or 2: A read in place from the padded image)
     "pixel rows implicit s2 d2 asym pad": (2, 9, 33, 31, 32, 3, 3, (2, 2), (2, 1, 0, 3), (2, 2), 1),
     "pixel rows implicit s1 3x2, two row tiles per row": (3, 5, 6, 31, 64, 3, 2, (1, 1), (1, 0, 0, 1), (1, 1), 1),
+    # planes of a multiple of 32 pixels take the pixel-rows GEMM too when its implicit form fits (a stem
+    # 7x7 s2; several kc slices), packed patches for batch 1 on 2 threads: the same bits either way
+    "pixel rows implicit, plane of 64 pixels, 7x7 s2": (2, 3, 16, 16, 32, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
+    "pixel rows implicit, plane of 64 pixels, k > 512": (2, 60, 8, 8, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "pixel rows, plane of 64 pixels, k > 512, batch 1": (1, 60, 8, 8, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     # few channels, stride 1 (AVX-512: the direct kernels of csrc/conv/direct.h): LeNet's conv2, rows of
     # several 16-pixel segments with tails, exactly 16 wide, padding (scratch planes; grad_input crops
     # when the padding exceeds the kernel), dilation, output-channel blocks with remainders, 32 outputs,
@@ -162,6 +167,8 @@ def test_against_reference(isa, dtype, case):
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
                                   "pixel rows s2, tiles span images", "pixel rows several tiles per image",
                                   "pixel rows implicit s2 d2 asym pad", "pixel rows implicit s1 3x2, two row tiles per row",
+                                  "pixel rows implicit, plane of 64 pixels, k > 512",
+                                  "pixel rows, plane of 64 pixels, k > 512, batch 1",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
                                   "channel multiplier 5, wide rows", "one input channel (LeNet)"])

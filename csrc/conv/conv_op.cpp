@@ -330,19 +330,26 @@ constexpr size_t kPixelRowsMr = 14, kPixelRowsNr = 32;
 // the same few L1 sets (measured: im2col ~2x slower, bench/notes_conv_session6.md).
 constexpr size_t kPixelRowsTilePad = 16;
 
-// Shapes that take conv2d_pixel_rows: float32 on the AVX-512 family, one
+// Shapes the pixel-rows GEMM can take: float32 on the AVX-512 family, one
 // group, not a 1x1 stride-1 conv (that one reads its input in place), output
-// channels a multiple of the kernel's 32 columns, and per-image pixel counts
-// that leave a partial column panel in conv2d_gemm.
+// channels a multiple of the kernel's 32 columns. It takes them when the
+// per-image pixel counts leave a partial column panel in conv2d_gemm
+// (pixel_rows_applies), or when its implicit form fits the shape
+// (pixel_rows_implicit_shape: no im2col at all; C3's stem 7.1 -> 5.0 ms, a
+// 64 -> 64 3x3 on 56x56 planes 6.0 -> 5.0 ms at 2 threads, bench/NOTES.md).
 template <class T>
-bool pixel_rows_applies(const Plan& pl) {
+bool pixel_rows_form_applies(const Plan& pl) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
     const ConvGeometry& g = pl.g;
     return active_isa() == Isa::avx512 && g.groups == 1 && !pl.direct_1x1 && g.o % kPixelRowsNr == 0 &&
-           pl.p % kPixelRowsNr != 0 && pl.p >= kPixelRowsMr && pl.k >= 16;
+           pl.p >= kPixelRowsMr && pl.k >= 16;
   }
+}
+template <class T>
+bool pixel_rows_applies(const Plan& pl) {
+  return pixel_rows_form_applies<T>(pl) && pl.p % kPixelRowsNr != 0;
 }
 
 // Offsets of the packed patches of m pixels (im2col_panels.h layout, tiles
@@ -1321,17 +1328,20 @@ void conv2d_backward_typed(const Plan& pl, const ArrayView& go, const ArrayView&
 // 128 x 29 x 29 floats) through a table of tap-row offsets, instead of
 // packed patches (C4: im2col was ~13% of the call).
 
-// On top of pixel_rows_applies: column stride 1 or 2 (the kernel's pixel
+// On top of pixel_rows_form_applies: column stride 1 or 2 (the kernel's pixel
 // strides), a padded image that stays in L2 (its rows are read by every
 // column panel; C4: 430 KB), and an image per thread at least (one task per
 // image, each padding its own; smaller batches take conv2d_pixel_rows, whose
-// tiles split images).
+// tiles split images, with the same bits). The shape alone, not the thread
+// count, decides between this family and conv2d_gemm, whose bits differ.
 constexpr size_t kImplicitMaxImageBytes = size_t{1} << 20;
-bool pixel_rows_implicit_applies(const Plan& pl) {
+bool pixel_rows_implicit_shape(const Plan& pl) {
   const ConvGeometry& g = pl.g;
   const DwPadded pd(g);
-  return (g.sw == 1 || g.sw == 2) && g.n >= static_cast<size_t>(get_num_threads()) &&
-         pl.cg * pd.ph * pd.pw * sizeof(float) <= kImplicitMaxImageBytes;
+  return (g.sw == 1 || g.sw == 2) && pl.cg * pd.ph * pd.pw * sizeof(float) <= kImplicitMaxImageBytes;
+}
+bool pixel_rows_implicit_applies(const Plan& pl) {
+  return pixel_rows_implicit_shape(pl) && pl.g.n >= static_cast<size_t>(get_num_threads());
 }
 
 void conv2d_pixel_rows_implicit(const Plan& pl, const float* x, const float* w, const float* bias,
@@ -1405,7 +1415,8 @@ void conv2d_typed(const Plan& pl, const T* x, const T* w, const T* bias, const T
     dw3x3_forward(pl, x, w, bias, residual, relu, out);
   } else if (pl.cg == 1) {
     dwconv_forward(pl, x, w, bias, residual, relu, out);
-  } else if (pixel_rows_applies<T>(pl)) {
+  } else if (pixel_rows_form_applies<T>(pl) && (pixel_rows_applies<T>(pl) || pixel_rows_implicit_shape(pl))) {
+    // the implicit form when every thread gets an image, else patches packed per tile (the same bits)
     if constexpr (std::is_same_v<T, float>) {
       if (pixel_rows_implicit_applies(pl)) {
         conv2d_pixel_rows_implicit(pl, x, w, bias, residual, relu, out);
