@@ -103,6 +103,13 @@ CASES = {
     "direct unpadded, dilation 2, 12 outputs": (2, 3, 9, 14, 12, 3, 3, (1, 1), (0, 0, 0, 0), (2, 2), 1),
     "direct 9 images, 2x4 kernel": (9, 4, 7, 11, 9, 2, 4, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "direct 32 outputs, padding 3": (2, 3, 6, 8, 32, 3, 3, (1, 1), (3, 0, 3, 1), (1, 1), 1),
+    # the same shapes with 16+ images: the image-lanes forward and grad_input (image_lanes.h), 16 images
+    # per vector, a partial last group, one input channel, rows wider than 16 pixels, asymmetric padding
+    # and dilation, 32 outputs; padding beyond (k - 1) * d sends grad_input back to the direct kernel
+    "image lanes lenet conv2, 17 images": (17, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "image lanes one input channel, 32 images": (32, 1, 12, 13, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "image lanes wide rows, pad, dilation": (33, 3, 9, 37, 7, 3, 3, (1, 1), (1, 2, 2, 1), (2, 1), 1),
+    "image lanes 32 outputs, padding 3": (16, 3, 6, 8, 32, 3, 3, (1, 1), (3, 0, 3, 1), (1, 1), 1),
     "direct batch 1, one output row": (1, 2, 3, 40, 6, 3, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "3x3 tiles span images, 40 outputs (gemm)": (9, 5, 6, 5, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
@@ -171,7 +178,8 @@ def test_against_reference(isa, dtype, case):
                                   "pixel rows, plane of 64 pixels, k > 512, batch 1",
                                   "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
-                                  "channel multiplier 5, wide rows", "one input channel (LeNet)"])
+                                  "channel multiplier 5, wide rows", "one input channel (LeNet)",
+                                  "image lanes lenet conv2, 17 images", "image lanes wide rows, pad, dilation"])
 def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
     threads(1)
