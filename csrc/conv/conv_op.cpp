@@ -1219,7 +1219,9 @@ void lanes_conv(const LanesJob& j, size_t n) {
     float* const dst = src + in_elems;
     const size_t n0 = grp * 16, count = std::min<size_t>(16, n - n0), image = j.c * j.h * j.w;
     kToLanes(j.x + n0 * image, count, image, j.c, j.h, j.w, j.top, j.left, j.rows, j.pitch, src);
-    const conv::LanesConv p{src, j.c, j.rows, j.pitch, j.weight, j.bias, j.o, j.kh, j.kw, j.dh, j.dw, j.oh, j.ow};
+    const size_t row_hi = j.top + (j.top < j.rows ? std::min(j.h, j.rows - j.top) : 0);
+    const conv::LanesConv p{src,    j.c,    j.rows, j.pitch, j.top, row_hi, j.weight, j.bias,
+                            j.o,    j.kh,   j.kw,   j.dh,    j.dw,  j.oh,   j.ow};
     const size_t o0 = k * j.o / split, o1 = (k + 1) * j.o / split;
     kConvLanes(p, o0, o1, dst);
     kFromLanes(dst, o0, o1, plane, count, j.o * plane, j.residual != nullptr ? j.residual + n0 * j.o * plane : nullptr,

@@ -33,8 +33,11 @@ void conv_tile(const LanesConv& p, size_t o0, size_t y, size_t x0, float* dst) {
   }
   const float* const wo = p.w + o0 * ws;
   const size_t step = p.dw * 16;
+  // the kernel rows whose input row y + i * dh holds data
+  const size_t i_lo = p.row_lo > y ? (p.row_lo - y + p.dh - 1) / p.dh : 0;
+  const size_t i_hi = p.row_hi > y ? std::min(p.kh, (p.row_hi - y + p.dh - 1) / p.dh) : 0;
   for (size_t c = 0; c < p.c; ++c) {
-    for (size_t i = 0; i < p.kh; ++i) {
+    for (size_t i = i_lo; i < i_hi; ++i) {
       const float* src = p.src + ((c * p.rows + y + i * p.dh) * p.pitch + x0) * 16;
       const float* const wi = wo + c * taps + i * p.kw;
       for (size_t j = 0; j < p.kw; ++j, src += step) {

@@ -13,7 +13,9 @@
 // lanes_conv: dst[o][y][x][:] = init(o) + sum_{c, i, j} w[o][c][i][j] * src[c][y + i * dh][x + j * dw][:]
 //   for o in [o0, o1), y < oh, x < ow (src rows `rows` long apart, pitch
 //   pitch; init = bias[o] or 0). One FMA chain per output over (c, i, j) in
-//   that order, as direct_conv: the same bits.
+//   that order, as direct_conv: the same bits, except that the taps reading
+//   the all-zero rows above and below the planes are skipped (each would add
+//   a zero: only a -0.0 result can differ, becoming +0.0 in direct_conv).
 #pragma once
 
 #include <cstddef>
@@ -37,6 +39,7 @@ void f32_from_lanes_avx512(const float* src, std::size_t o0, std::size_t o1, std
 struct LanesConv {
   const float* src;            // lanes layout [c][rows][pitch][16]
   std::size_t c, rows, pitch;
+  std::size_t row_lo, row_hi;  // rows outside [row_lo, row_hi) are zero: their taps are skipped
   const float* w;              // (O, C, kh, kw)
   const float* bias;           // O, or null
   std::size_t o, kh, kw, dh, dw;
