@@ -1060,12 +1060,8 @@ void direct_forward(const Plan& pl, const float* x, const float* w, const float*
   });
 }
 
-// grad_input[n] = the stride-1 conv of grad_output[n] padded by (k - 1) * d -
-// padding (cropped where negative) with w^T flipped: wt[c][o][i][j] =
-// w[o][c][kh - 1 - i][kw - 1 - j].
-void direct_grad_input(const Plan& pl, const float* go, const float* w, float* gx) {
-  const ConvGeometry& g = pl.g;
-  if (g.n == 0 || pl.hw == 0) return;
+// The weight of grad_input's conv: w^T flipped, wt[c][o][i][j] = w[o][c][kh - 1 - i][kw - 1 - j].
+std::vector<float> flipped_transposed(const ConvGeometry& g, const float* w) {
   const size_t taps = g.kh * g.kw;
   std::vector<float> wt(g.o * g.c * taps);
   for (size_t o = 0; o < g.o; ++o) {
@@ -1073,6 +1069,15 @@ void direct_grad_input(const Plan& pl, const float* go, const float* w, float* g
       for (size_t t = 0; t < taps; ++t) wt[(c * g.o + o) * taps + t] = w[(o * g.c + c) * taps + taps - 1 - t];
     }
   }
+  return wt;
+}
+
+// grad_input[n] = the stride-1 conv of grad_output[n] padded by (k - 1) * d -
+// padding (cropped where negative) with w^T flipped (flipped_transposed).
+void direct_grad_input(const Plan& pl, const float* go, const float* w, float* gx) {
+  const ConvGeometry& g = pl.g;
+  if (g.n == 0 || pl.hw == 0) return;
+  const std::vector<float> wt = flipped_transposed(g, w);
   const size_t ph = g.h + (g.kh - 1) * g.dh, pw = g.w + (g.kw - 1) * g.dw;
   const size_t pitch = pw, plane = ph * pitch;
   const auto top = static_cast<ptrdiff_t>((g.kh - 1) * g.dh) - static_cast<ptrdiff_t>(g.pt);
@@ -1244,13 +1249,7 @@ void lanes_forward(const Plan& pl, const float* x, const float* w, const float* 
 void lanes_grad_input(const Plan& pl, const float* go, const float* w, float* gx) {
   const ConvGeometry& g = pl.g;
   if (g.n == 0 || pl.hw == 0) return;
-  const size_t taps = g.kh * g.kw;
-  std::vector<float> wt(g.o * g.c * taps);
-  for (size_t o = 0; o < g.o; ++o) {
-    for (size_t c = 0; c < g.c; ++c) {
-      for (size_t t = 0; t < taps; ++t) wt[(c * g.o + o) * taps + t] = w[(o * g.c + c) * taps + taps - 1 - t];
-    }
-  }
+  const std::vector<float> wt = flipped_transposed(g, w);
   lanes_conv({go, g.o, g.oh, g.ow, (g.kh - 1) * g.dh - g.pt, (g.kw - 1) * g.dw - g.pl, g.h + (g.kh - 1) * g.dh,
               g.w + (g.kw - 1) * g.dw, wt.data(), nullptr, g.c, g.kh, g.kw, g.dh, g.dw, g.h, g.w, nullptr, false, gx},
              g.n);
