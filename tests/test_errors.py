@@ -157,3 +157,22 @@ def test_cpu_backend_without_kernel_is_not_implemented():
     if "max_pool2d" in missing:
         with pytest.raises(NotImplementedError, match="no native kernel"):
             nk.max_pool2d(r(1, 1, 4, 4), 2, backend="cpu")
+
+
+def test_repeated_conv_calls_still_validate_each_call():
+    """conv2d keeps the checks of calls that passed (per shapes and typed options): a later call that
+    differs only in an option's type (True or 1.0 for 1), or in a shape, is still checked and rejected."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    for _ in range(2):
+        assert nk.conv2d(x, w, stride=1, padding=(1, 1)).shape == (2, 4, 8, 8)
+        assert nk.conv2d_backward(np.ones((2, 4, 8, 8), np.float32), x, w, 1, (1, 1))[1].shape == w.shape
+    for bad, exc in [(True, TypeError), (1.0, TypeError), ((1, True), TypeError), ([1, 1.5], TypeError), (0, ValueError)]:
+        with pytest.raises(exc, match="stride"):
+            nk.conv2d(x, w, stride=bad, padding=(1, 1))
+    with pytest.raises(ValueError, match="padding"):
+        nk.conv2d(x, w, stride=1, padding=(1, -1))
+    with pytest.raises(ValueError):
+        nk.conv2d(x, np.ones((4, 2, 3, 3), np.float32), stride=1, padding=(1, 1))
+    with pytest.raises(ValueError, match="grad_output"):
+        nk.conv2d_backward(np.ones((2, 4, 7, 8), np.float32), x, w, 1, (1, 1))
