@@ -256,3 +256,16 @@ def test_pixel_rows_every_row_tile_height(isa, width, threads):
                    ref.conv2d(*f64(x, weight), None, *geo, None, None)) <= TOL[np.dtype(np.float32)]
     assert np.array_equal(got[0], got[1])
     assert np.array_equal(got[1], native.OPS["conv2d"](x, weight, bias, *geo, "relu", residual))
+
+
+def test_weight_gradient_over_image_chunks():
+    """Images whose padded copies and packed grad_output exceed the taps weight gradient's 64 MB chunk two
+    at a time (2 -> 40 channels, 400 x 400 planes: ~42 MB each) are summed chunk by chunk, in image order."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 2, 400, 400)).astype(np.float32)
+    w = rng.standard_normal((40, 2, 2, 2)).astype(np.float32)
+    g = rng.standard_normal((2, 40, 399, 399)).astype(np.float32)
+    got = nnkern.conv2d_backward(g, x, w, 1, 0, 1, 1, output_mask=(False, True, False))[1]
+    x64, w64, g64 = f64(x, w, g)
+    expected = ref.conv2d_backward(g64, x64, w64, (1, 1), (0, 0, 0, 0), (1, 1), 1, (False, True, False))[1]
+    assert rel_err(got, expected) <= TOL[np.dtype(np.float32)]

@@ -1187,16 +1187,27 @@ void (*const kFromLanes)(const float*, size_t, size_t, size_t, size_t, size_t, c
 void (*const kConvLanes)(const conv::LanesConv&, size_t, size_t, float*) =
     NNKERN_X86_ONLY(conv::f32_conv_lanes_avx512);
 
+// A group's input and output planes in lanes layout stay in L2 (LeNet conv1: 64 + 301 KB).
+constexpr size_t kLanesMaxGroupBytes = size_t{2} << 20;
+
 // As direct_shape (at most `outputs` output channels of at most `depth`
-// multiply-adds each, stride 1), for a batch of kLanesMinBatch or more.
-bool lanes_shape(const Plan& pl, size_t outputs, size_t depth) {
-  return kConvLanes != nullptr && direct_shape(pl, outputs, depth) && pl.g.n >= kLanesMinBatch;
+// multiply-adds each, stride 1), for a batch of kLanesMinBatch or more whose
+// group buffers (in_planes planes rows x pitch in, `outputs` planes of the
+// output) fit kLanesMaxGroupBytes.
+bool lanes_shape(const Plan& pl, size_t outputs, size_t depth, size_t in_planes, size_t rows, size_t pitch,
+                 size_t out_pixels) {
+  return kConvLanes != nullptr && direct_shape(pl, outputs, depth) && pl.g.n >= kLanesMinBatch &&
+         (in_planes * rows * pitch + outputs * out_pixels) * 16 * sizeof(float) <= kLanesMaxGroupBytes;
 }
-bool lanes_applies(const Plan& pl) { return lanes_shape(pl, pl.g.o, pl.k); }
+bool lanes_applies(const Plan& pl) {
+  const DwPadded pd(pl.g);
+  return lanes_shape(pl, pl.g.o, pl.k, pl.g.c, pd.ph, pd.pw, pl.p);
+}
 // grad_input as a conv of grad_output padded by (k - 1) * d - padding (not cropped)
 bool lanes_grad_input_applies(const Plan& pl) {
   const ConvGeometry& g = pl.g;
-  return lanes_shape(pl, g.c, g.o * g.kh * g.kw) && g.pt <= (g.kh - 1) * g.dh && g.pl <= (g.kw - 1) * g.dw;
+  return g.pt <= (g.kh - 1) * g.dh && g.pl <= (g.kw - 1) * g.dw &&
+         lanes_shape(pl, g.c, g.o * g.kh * g.kw, g.o, g.h + (g.kh - 1) * g.dh, g.w + (g.kw - 1) * g.dw, pl.hw);
 }
 
 // A stride-1 conv of n images x (N, c, h, w) placed at (top, left) in planes
@@ -1258,8 +1269,9 @@ void lanes_grad_input(const Plan& pl, const float* go, const float* w, float* gx
 // ---- weight gradient of a stride-1 conv without im2col (wgrad_taps.h,
 // AVX-512 float32): gw^T (taps x O) = patches^T x grad_output^T, the patches
 // read in place from zero-padded images, grad_output packed once into 32-wide
-// panels. Phase 1 (images split over threads): pad every image, pack every
-// image's grad_output. Phase 2 (input channels split over threads): for each
+// panels. For each chunk of images (up to 64 MB of padded images and packed
+// grad_output), phase 1 (images split over threads): pad the images, pack
+// their grad_output; phase 2 (input channels split over threads): for each
 // image, slice of output rows and panel, the channels' tap tiles in turn, so
 // that a B panel slice read from L2 serves them all. Each element sums images,
 // slices and pixels in order: bits independent of the thread count. C1's
@@ -1272,7 +1284,7 @@ void (*const kWgradTaps)(size_t, size_t, const float*, const ptrdiff_t*, size_t,
 void (*const kPackTranspose)(size_t, size_t, const float*, ptrdiff_t, float*, size_t) =
     NNKERN_X86_ONLY(gemm::f32_pack_transpose_avx512);
 
-constexpr size_t kTapsMaxScratchBytes = size_t{128} << 20;
+constexpr size_t kTapsChunkBytes = size_t{64} << 20;  // padded images + packed grad_output per chunk
 constexpr size_t kTapsSlicePixels = 512;  // output pixels per slice (whole rows): B panel slices of <= 64 KB
 
 struct TapsLayout {
@@ -1292,7 +1304,7 @@ bool taps_grad_weight_applies(const Plan& pl) {
   const ConvGeometry& g = pl.g;
   return kWgradTaps != nullptr && active_isa() == Isa::avx512 && g.groups == 1 && g.sh == 1 && g.sw == 1 &&
          g.kh * g.kw >= 4 && g.kh * g.kw <= conv::kWgradTapsMaxRows && g.o >= 32 && pl.p > 0 &&
-         TapsLayout(pl).bytes(g.n) <= kTapsMaxScratchBytes;
+         TapsLayout(pl).bytes(1) <= kTapsChunkBytes;
 }
 
 void taps_grad_weight(const Plan& pl, const float* go, const float* x, float* gw) {
@@ -1303,43 +1315,49 @@ void taps_grad_weight(const Plan& pl, const float* go, const float* x, float* gw
     return;
   }
   const TapsLayout lay(pl);
-  ScratchBuffer buf = acquire_scratch(lay.bytes(g.n) + k * g.o * sizeof(float));
+  // images in chunks whose padded copies and packed grad_output fit kTapsChunkBytes
+  const size_t chunk = std::max<size_t>(1, std::min(g.n, kTapsChunkBytes / lay.bytes(1)));
+  ScratchBuffer buf = acquire_scratch(lay.bytes(chunk) + k * g.o * sizeof(float));
   float* const xpad = buf.as<float>();
-  float* const bpack = xpad + g.n * lay.image;  // 64-byte aligned (image: a multiple of 16 floats)
-  float* const gwt = bpack + g.n * lay.b_image;  // (k, O): row t = (c, i, j)
-  parallel_for(g.n, [&](size_t first, size_t last) {
-    for (size_t n = first; n < last; ++n) {
-      for (size_t c = 0; c < g.c; ++c) {
-        pad_plane(x + (n * g.c + c) * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl),
-                  lay.ph, lay.pw, xpad + n * lay.image + c * lay.ph * lay.pw);
-      }
-      for (size_t q = 0; q < lay.panels; ++q) {
-        kPackTranspose(std::min<size_t>(32, g.o - q * 32), pl.p, go + (n * g.o + q * 32) * pl.p,
-                       static_cast<ptrdiff_t>(pl.p), bpack + n * lay.b_image + q * pl.p * 32, 32);
-      }
-    }
-  });
+  float* const bpack = xpad + chunk * lay.image;  // 64-byte aligned (image: a multiple of 16 floats)
+  float* const gwt = bpack + chunk * lay.b_image;  // (k, O): row t = (c, i, j)
   std::vector<ptrdiff_t> a_row(taps);
   for (size_t i = 0; i < g.kh; ++i) {
     for (size_t j = 0; j < g.kw; ++j) a_row[i * g.kw + j] = static_cast<ptrdiff_t>(i * g.dh * lay.pw + j * g.dw);
   }
   const size_t slice_rows = std::max<size_t>(1, kTapsSlicePixels / g.ow);
-  parallel_for(g.c, [&](size_t c0, size_t c1) {
-    for (size_t n = 0; n < g.n; ++n) {
-      for (size_t y0 = 0; y0 < g.oh; y0 += slice_rows) {
-        const size_t y1 = std::min(g.oh, y0 + slice_rows);
-        const float beta = n == 0 && y0 == 0 ? 0.0f : 1.0f;
+  for (size_t n0 = 0; n0 < g.n; n0 += chunk) {
+    const size_t n1 = std::min(g.n, n0 + chunk);
+    parallel_for(n1 - n0, [&](size_t first, size_t last) {
+      for (size_t m = first; m < last; ++m) {
+        const size_t n = n0 + m;
+        for (size_t c = 0; c < g.c; ++c) {
+          pad_plane(x + (n * g.c + c) * pl.hw, g.h, g.w, static_cast<ptrdiff_t>(g.pt), static_cast<ptrdiff_t>(g.pl),
+                    lay.ph, lay.pw, xpad + m * lay.image + c * lay.ph * lay.pw);
+        }
         for (size_t q = 0; q < lay.panels; ++q) {
-          const float* const b = bpack + n * lay.b_image + q * pl.p * 32 + y0 * g.ow * 32;
-          const size_t nr = std::min<size_t>(32, g.o - q * 32);
-          for (size_t c = c0; c < c1; ++c) {
-            kWgradTaps(taps, nr, xpad + n * lay.image + c * lay.ph * lay.pw, a_row.data(), lay.pw, y0, y1, g.ow, b,
-                       gwt + c * taps * g.o + q * 32, g.o, beta);
+          kPackTranspose(std::min<size_t>(32, g.o - q * 32), pl.p, go + (n * g.o + q * 32) * pl.p,
+                         static_cast<ptrdiff_t>(pl.p), bpack + m * lay.b_image + q * pl.p * 32, 32);
+        }
+      }
+    });
+    parallel_for(g.c, [&](size_t c0, size_t c1) {
+      for (size_t m = 0; m < n1 - n0; ++m) {
+        for (size_t y0 = 0; y0 < g.oh; y0 += slice_rows) {
+          const size_t y1 = std::min(g.oh, y0 + slice_rows);
+          const float beta = n0 + m == 0 && y0 == 0 ? 0.0f : 1.0f;
+          for (size_t q = 0; q < lay.panels; ++q) {
+            const float* const b = bpack + m * lay.b_image + q * pl.p * 32 + y0 * g.ow * 32;
+            const size_t nr = std::min<size_t>(32, g.o - q * 32);
+            for (size_t c = c0; c < c1; ++c) {
+              kWgradTaps(taps, nr, xpad + m * lay.image + c * lay.ph * lay.pw, a_row.data(), lay.pw, y0, y1, g.ow,
+                         b, gwt + c * taps * g.o + q * 32, g.o, beta);
+            }
           }
         }
       }
-    }
-  });
+    });
+  }
   for (size_t o = 0; o < g.o; ++o) {
     for (size_t t = 0; t < k; ++t) gw[o * k + t] = gwt[t * g.o + o];
   }
