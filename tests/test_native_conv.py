@@ -110,13 +110,15 @@ CASES = {
     "image lanes one input channel, 32 images": (32, 1, 12, 13, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "image lanes wide rows, pad, dilation": (33, 3, 9, 37, 7, 3, 3, (1, 1), (1, 2, 2, 1), (2, 1), 1),
     "image lanes 32 outputs, padding 3": (16, 3, 6, 8, 32, 3, 3, (1, 1), (3, 0, 3, 1), (1, 1), 1),
-    # the weight gradient without im2col (wgrad_taps.h: stride 1, 4..14 taps, more than 32 outputs or
-    # deeper than 1024): a partial 32-wide panel, dilation and asymmetric padding, 2x7 and 2x2 kernels,
-    # rows wider than a 512-pixel slice, batch 1
-    "wgrad taps partial panel, dilation, asym pad": (3, 4, 10, 7, 33, 2, 3, (1, 1), (1, 0, 2, 1), (2, 1), 1),
-    "wgrad taps 2x7, 70 outputs": (2, 3, 9, 12, 70, 2, 7, (1, 1), (0, 1, 3, 3), (1, 1), 1),
-    "wgrad taps 2x2, deep": (2, 300, 5, 6, 32, 2, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    # the weight gradient without im2col (wgrad_taps.h: column stride 1 or 2, 4..14 taps, output planes of
+    # 256+ pixels, more than 32 outputs or deeper than 1024): a partial 32-wide panel, dilation and
+    # asymmetric padding, 2x7 and 2x2 kernels, rows wider than a 512-pixel slice, batch 1, strides 2 and 3 x 2
+    "wgrad taps partial panel, dilation, asym pad": (3, 4, 20, 16, 33, 2, 3, (1, 1), (1, 0, 2, 1), (2, 1), 1),
+    "wgrad taps 2x7, 70 outputs": (2, 3, 20, 20, 70, 2, 7, (1, 1), (0, 1, 3, 3), (1, 1), 1),
+    "wgrad taps 2x2, deep": (2, 300, 17, 17, 32, 2, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "wgrad taps wide rows, batch 1": (1, 3, 4, 600, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "wgrad taps stride 2": (2, 5, 33, 35, 40, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "wgrad taps stride 3 x 2, dilation": (2, 4, 50, 37, 33, 3, 3, (3, 2), (2, 0, 1, 2), (1, 2), 1),
     "direct batch 1, one output row": (1, 2, 3, 40, 6, 3, 2, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "3x3 tiles span images, 40 outputs (gemm)": (9, 5, 6, 5, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
@@ -187,7 +189,8 @@ def test_against_reference(isa, dtype, case):
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
                                   "channel multiplier 5, wide rows", "one input channel (LeNet)",
                                   "image lanes lenet conv2, 17 images", "image lanes wide rows, pad, dilation",
-                                  "wgrad taps partial panel, dilation, asym pad", "wgrad taps 2x7, 70 outputs"])
+                                  "wgrad taps partial panel, dilation, asym pad", "wgrad taps 2x7, 70 outputs",
+                                  "wgrad taps stride 3 x 2, dilation"])
 def test_same_bits_for_one_and_two_threads_and_reruns(case, threads):
     x, weight, bias, residual, grad, geo = make(case, np.float32, seed=1)
     threads(1)

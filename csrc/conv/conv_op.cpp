@@ -1266,7 +1266,7 @@ void lanes_grad_input(const Plan& pl, const float* go, const float* w, float* gx
              g.n);
 }
 
-// ---- weight gradient of a stride-1 conv without im2col (wgrad_taps.h,
+// ---- weight gradient without im2col (wgrad_taps.h; column stride 1 or 2,
 // AVX-512 float32): gw^T (taps x O) = patches^T x grad_output^T, the patches
 // read in place from zero-padded images, grad_output packed once into 32-wide
 // panels. For each chunk of images (up to 64 MB of padded images and packed
@@ -1279,7 +1279,7 @@ void lanes_grad_input(const Plan& pl, const float* go, const float* w, float* gx
 // packing of its columns were ~40% of the old path; the 9 x 32 tile runs
 // near the FMA peak).
 
-void (*const kWgradTaps)(size_t, size_t, const float*, const ptrdiff_t*, size_t, size_t, size_t, size_t,
+void (*const kWgradTaps)(size_t, size_t, const float*, const ptrdiff_t*, size_t, size_t, size_t, size_t, size_t,
                          const float*, float*, size_t, float) = NNKERN_X86_ONLY(conv::f32_wgrad_taps_avx512);
 void (*const kPackTranspose)(size_t, size_t, const float*, ptrdiff_t, float*, size_t) =
     NNKERN_X86_ONLY(gemm::f32_pack_transpose_avx512);
@@ -1300,10 +1300,16 @@ struct TapsLayout {
   size_t bytes(size_t n) const { return n * (image + b_image) * sizeof(float); }
 };
 
+// groups 1, 4..14 taps, at least 32 outputs (the direct kernels take fewer),
+// output planes of kTapsMinPixels or more: with fewer, each tile call sums too
+// few pixels for its accumulators' round trip (2 threads: 7x7 planes, 512
+// channels 0.25x, 14x14 with 256 0.88x the im2col path; 16x16 with 128 1.40x,
+// 28x28 1.06-1.43x, 56x56 1.41-1.43x, 32x32 from 3 channels 1.70x).
+constexpr size_t kTapsMinPixels = 256;
 bool taps_grad_weight_applies(const Plan& pl) {
   const ConvGeometry& g = pl.g;
-  return kWgradTaps != nullptr && active_isa() == Isa::avx512 && g.groups == 1 && g.sh == 1 && g.sw == 1 &&
-         g.kh * g.kw >= 4 && g.kh * g.kw <= conv::kWgradTapsMaxRows && g.o >= 32 && pl.p > 0 &&
+  return kWgradTaps != nullptr && active_isa() == Isa::avx512 && g.groups == 1 && (g.sw == 1 || g.sw == 2) &&
+         g.kh * g.kw >= 4 && g.kh * g.kw <= conv::kWgradTapsMaxRows && g.o >= 32 && pl.p >= kTapsMinPixels &&
          TapsLayout(pl).bytes(1) <= kTapsChunkBytes;
 }
 
@@ -1350,8 +1356,8 @@ void taps_grad_weight(const Plan& pl, const float* go, const float* x, float* gw
             const float* const b = bpack + m * lay.b_image + q * pl.p * 32 + y0 * g.ow * 32;
             const size_t nr = std::min<size_t>(32, g.o - q * 32);
             for (size_t c = c0; c < c1; ++c) {
-              kWgradTaps(taps, nr, xpad + m * lay.image + c * lay.ph * lay.pw, a_row.data(), lay.pw, y0, y1, g.ow,
-                         b, gwt + c * taps * g.o + q * 32, g.o, beta);
+              kWgradTaps(taps, nr, xpad + m * lay.image + c * lay.ph * lay.pw, a_row.data(), g.sh * lay.pw, g.sw,
+                         y0, y1, g.ow, b, gwt + c * taps * g.o + q * 32, g.o, beta);
             }
           }
         }

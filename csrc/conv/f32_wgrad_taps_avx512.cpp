@@ -14,19 +14,19 @@ namespace {
 
 using std::size_t;
 
-template <int ROWS>
-void taps_tile(size_t nr, const float* xpad, const std::ptrdiff_t* a_row, size_t pitch, size_t y0, size_t y1,
+template <int ROWS, int SX>
+void taps_tile(size_t nr, const float* xpad, const std::ptrdiff_t* a_row, size_t row_step, size_t y0, size_t y1,
                size_t ow, const float* b, float* c, size_t ldc, float beta) {
   std::ptrdiff_t off[ROWS];
   _Pragma("GCC unroll 16") for (int t = 0; t < ROWS; ++t) off[t] = a_row[t];
   __m512 acc[ROWS][2];
   _Pragma("GCC unroll 16") for (int t = 0; t < ROWS; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
   for (size_t y = y0; y < y1; ++y) {
-    const float* const row = xpad + y * pitch;
+    const float* const row = xpad + y * row_step;
     _Pragma("GCC unroll 2") for (size_t x = 0; x < ow; ++x, b += 32) {
       const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
       _Pragma("GCC unroll 16") for (int t = 0; t < ROWS; ++t) {
-        const __m512 a = _mm512_set1_ps(row[static_cast<std::ptrdiff_t>(x) + off[t]]);
+        const __m512 a = _mm512_set1_ps(row[static_cast<std::ptrdiff_t>(x * SX) + off[t]]);
         acc[t][0] = _mm512_fmadd_ps(a, b0, acc[t][0]);
         acc[t][1] = _mm512_fmadd_ps(a, b1, acc[t][1]);
       }
@@ -49,17 +49,20 @@ void taps_tile(size_t nr, const float* xpad, const std::ptrdiff_t* a_row, size_t
 using TapsFn = void (*)(size_t, const float*, const std::ptrdiff_t*, size_t, size_t, size_t, size_t, const float*,
                         float*, size_t, float);
 
-template <int... R>
+template <int SX, int... R>
 constexpr std::array<TapsFn, sizeof...(R)> taps_table(std::integer_sequence<int, R...>) {
-  return {&taps_tile<R + 1>...};
+  return {&taps_tile<R + 1, SX>...};
 }
-constexpr auto kTaps = taps_table(std::make_integer_sequence<int, static_cast<int>(kWgradTapsMaxRows)>());
+constexpr int kMaxRows = static_cast<int>(kWgradTapsMaxRows);
+constexpr auto kTaps1 = taps_table<1>(std::make_integer_sequence<int, kMaxRows>());
+constexpr auto kTaps2 = taps_table<2>(std::make_integer_sequence<int, kMaxRows>());
 
 }  // namespace
 
-void f32_wgrad_taps_avx512(size_t rows, size_t nr, const float* xpad, const std::ptrdiff_t* a_row, size_t pitch,
-                           size_t y0, size_t y1, size_t ow, const float* b, float* c, size_t ldc, float beta) {
-  kTaps[rows - 1](nr, xpad, a_row, pitch, y0, y1, ow, b, c, ldc, beta);
+void f32_wgrad_taps_avx512(size_t rows, size_t nr, const float* xpad, const std::ptrdiff_t* a_row, size_t row_step,
+                           size_t sx, size_t y0, size_t y1, size_t ow, const float* b, float* c, size_t ldc,
+                           float beta) {
+  (sx == 1 ? kTaps1 : kTaps2)[rows - 1](nr, xpad, a_row, row_step, y0, y1, ow, b, c, ldc, beta);
 }
 
 }  // namespace nnkern::conv
