@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "conv/blocks.h"
 #include "conv/direct.h"
 
 namespace nnkern::conv {
@@ -28,13 +29,6 @@ constexpr int kMaxOB = 6, kMaxRB = 6;       // forward tile bounds
 constexpr int kMaxWgO = 4, kMaxWgT = 6;     // weight-gradient tile bounds
 
 inline __mmask16 lanes(size_t n) { return n >= 16 ? __mmask16(0xffff) : _cvtu32_mask16((1u << n) - 1u); }
-
-// Splits [0, n) into ceil(n / most) nearly equal parts; part k is [start(k), start(k + 1)).
-struct Blocks {
-  size_t n, parts;
-  Blocks(size_t n_, size_t most) : n(n_), parts((n_ + most - 1) / most) {}
-  size_t start(size_t k) const { return k * n / parts; }
-};
 
 // FULL: every load may read 16 lanes (the buffer goes on past the last
 // segment's taps): unmasked loads, which run ~25% faster than masked ones here.

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <utility>
 
+#include "conv/blocks.h"
 #include "conv/image_lanes.h"
 #include "gemm/transpose16_avx512.h"
 
@@ -68,13 +69,6 @@ constexpr std::array<std::array<ConvTileFn, kMaxRB>, sizeof...(O)> conv_table(st
 }
 // [OB - 1][RB - 1]
 constexpr auto kConvTiles = conv_table(std::make_integer_sequence<int, kMaxOB>());
-
-// Splits [0, n) into ceil(n / most) nearly equal parts; part k is [start(k), start(k + 1)).
-struct Blocks {
-  size_t n, parts;
-  Blocks(size_t n_, size_t most) : n(n_), parts((n_ + most - 1) / most) {}
-  size_t start(size_t k) const { return k * n / parts; }
-};
 
 }  // namespace
 
