@@ -57,6 +57,7 @@ CONFIGS = [
     (3, 1, 5, 7, 2, False),        # batch 1
     (4, 0, 6, 8, 1, True),         # zero-sized batch
     (30, 1, 12, 64, 1, False),     # steps too small to split: a helper thread projects the input ahead
+    (5, 11, 64, 48, 2, True),      # inputs of whole B panels (64; 96 above): the weight gradient packs x and h in place
 ]
 
 

@@ -11,8 +11,10 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "core/dispatch.h"
+#include "core/errors.h"
 #include "core/thread_pool.h"
 #include "core/weight_cache.h"
 #include "core/workspace.h"
@@ -70,6 +72,11 @@ constexpr std::size_t kABlockBytes = std::size_t{4} << 20;
 constexpr std::size_t kMaxKc = 512;
 // Rows ahead that pack_panels prefetches when it walks a source row by row.
 constexpr std::size_t kPackAhead = 4;
+// PreparedB packs B of at least this size over the threads, in tasks of this
+// many panels of one kc slice (a weight gradient's 6.5 MB [x | h]: every
+// thread packed all of it for its own rows before).
+constexpr std::size_t kParallelPackBytes = std::size_t{1} << 20;
+constexpr std::size_t kPackChunkPanels = 4;
 
 // Below ~0.5 MFLOP (a few microseconds) a task is not worth waking a thread.
 constexpr double kMinTaskFlops = 1 << 19;
@@ -294,6 +301,8 @@ void gemm_typed(const GemmArgs<T>& g, Isa isa, const T* prepacked = nullptr, std
 
 std::size_t dot_rows(float) { return kernel_for(active_isa(), float()).dot != nullptr ? kDotMaxM : 0; }
 std::size_t dot_rows(double) { return kernel_for(active_isa(), double()).dot != nullptr ? kDotMaxM : 0; }
+std::size_t column_align(Isa isa, float) { return kernel_for(isa, float()).nr; }
+std::size_t column_align(Isa isa, double) { return kernel_for(isa, double()).nr; }
 
 void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
@@ -308,19 +317,50 @@ void gemm(const GemmArgs<double>& args, const PreparedB<double>& b) {
 
 template <class T>
 PreparedB<T>::PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa)
-    : k_(k), n_(n), isa_(isa) {
+    : PreparedB(b, n, b, 0, k, max_m, isa) {}
+
+template <class T>
+PreparedB<T>::PreparedB(const MatrixRef<T>& left, std::size_t n_left, const MatrixRef<T>& right, std::size_t n_right,
+                        std::size_t k, std::size_t max_m, Isa isa)
+    : k_(k), n_(n_left + n_right), isa_(isa) {
   const GemmKernel<T> uk = kernel_for(isa, T());
   mr_ = uk.mr;
   nr_ = uk.nr;
   kc_ = blocking_for(uk, k).kc;
+  if (n_right != 0 && n_left % nr_ != 0) throw value_error("PreparedB: the left part must be whole panels wide");
   scratch_ = round_up(std::max<std::size_t>(max_m, 1), mr_) * std::max<std::size_t>(k, 1);
-  const std::size_t n_pad = round_up(n, nr_);
+  const std::size_t n_pad = round_up(n_, nr_);
   packed_ = acquire_scratch(std::max<std::size_t>(1, n_pad * k) * sizeof(T));
   T* out = packed_.as<T>();
+  // Tasks of a few panels of one slice of one part: panel p of slice pc lands at
+  // pc * n_pad + p * nr * kb whichever task packs it, so the split changes no value.
+  struct Task {
+    const MatrixRef<T>* part;
+    std::size_t pc, kb, j, lines, col;
+  };
+  std::vector<Task> tasks;
+  const std::size_t chunk = kPackChunkPanels * nr_;
   for (std::size_t pc = 0; pc < k; pc += kc_) {
     const std::size_t kb = std::min(kc_, k - pc);
-    pack_panels(n, kb, b.data + static_cast<std::ptrdiff_t>(pc) * b.row_stride, b.col_stride, b.row_stride, nr_,
-                uk.pack_transpose, out + pc * n_pad);
+    for (std::size_t j = 0; j < n_left; j += chunk) tasks.push_back({&left, pc, kb, j, std::min(chunk, n_left - j), j});
+    for (std::size_t j = 0; j < n_right; j += chunk) {
+      tasks.push_back({&right, pc, kb, j, std::min(chunk, n_right - j), n_left + j});
+    }
+  }
+  auto pack = [&](std::size_t first, std::size_t last) {
+    for (std::size_t t = first; t < last; ++t) {
+      const Task& task = tasks[t];
+      const MatrixRef<T>& b = *task.part;
+      pack_panels(task.lines, task.kb,
+                  b.data + static_cast<std::ptrdiff_t>(task.pc) * b.row_stride +
+                      static_cast<std::ptrdiff_t>(task.j) * b.col_stride,
+                  b.col_stride, b.row_stride, nr_, uk.pack_transpose, out + task.pc * n_pad + task.col * task.kb);
+    }
+  };
+  if (n_ * k * sizeof(T) >= kParallelPackBytes) {
+    parallel_for(tasks.size(), pack);
+  } else {
+    pack(0, tasks.size());
   }
 }
 

@@ -74,6 +74,10 @@ class PreparedB;
 std::size_t dot_rows(float);
 std::size_t dot_rows(double);
 
+// The width of B's panels (NR) with a kernel family: PreparedB::column_align().
+std::size_t column_align(Isa isa, float);
+std::size_t column_align(Isa isa, double);
+
 // gemm() with B packed once (a cached weight): args.b is not read; args.k and
 // args.n must be those b was prepared with. The same bits as gemm() with that
 // B and the same kernel family.
@@ -104,6 +108,12 @@ class PreparedB {
  public:
   // max_m: the most rows any multiply will have.
   PreparedB(const MatrixRef<T>& b, std::size_t k, std::size_t n, std::size_t max_m, Isa isa);
+  // B = [left | right] (k x (n_left + n_right)): the columns of left, then
+  // those of right, with no copy of either; n_left a multiple of
+  // column_align() (or n_right = 0). The same panels as one operand holding
+  // both. B of 1 MiB or more is packed over the threads.
+  PreparedB(const MatrixRef<T>& left, std::size_t n_left, const MatrixRef<T>& right, std::size_t n_right,
+            std::size_t k, std::size_t max_m, Isa isa);
   PreparedB(const PreparedB&) = delete;
   PreparedB& operator=(const PreparedB&) = delete;
 

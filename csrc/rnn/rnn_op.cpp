@@ -812,41 +812,52 @@ struct BackwardDirection {
   }
 };
 
-// gw (G, K) = d^T (G, M) a (M, K)
+// gw (G, K) = d^T (G, M) [a | b] (M, K = K_a + K_b): b may be empty. The [a | b]
+// operand is packed once, over the threads, and shared by every thread's rows of
+// gw (with a B packed per task, each thread packed all of it); d^T is packed by
+// row blocks as it is used.
 template <class T>
-void weight_grad(std::size_t m, std::size_t g_size, std::size_t k, const T* d, const T* a, T* gw) {
+void weight_grad(std::size_t m, std::size_t g_size, const T* d, const T* a, std::size_t k_a, const T* b,
+                 std::size_t k_b, T* gw, std::size_t ldc) {
+  const gemm::PreparedB<T> ab(row_major(a, k_a), k_a, row_major(b != nullptr ? b : a, k_b), k_b, m, 0,
+                              active_isa());
   GemmArgs<T> g;
   g.m = g_size;
-  g.n = k;
+  g.n = k_a + k_b;
   g.k = m;
   g.a = row_major(d, g_size, /*trans=*/true);
-  g.b = row_major(a, k);
   g.c = gw;
-  g.ldc = k;
-  gemm::gemm(g);
+  g.ldc = ldc;
+  gemm::gemm(g, ab);
 }
 
 // Both weight gradients from the same gate gradients d (LSTM, Elman): one GEMM
 // [gw_ih | gw_hh] (G, I + H) = d^T [x | h] (M, I + H), so that d^T -- the
 // larger operand, packed from a transposed source -- is packed once, not
 // twice (L1 backward, one thread: 25.3 -> 22.2 ms for the two products, for
-// 0.6 ms of copies in and 0.2 ms out).
+// 0.6 ms of copies in and 0.2 ms out). x and h go into B's panels straight
+// from where they are when x's columns fill whole panels, else through one
+// copy of [x | h].
 template <class T>
 void weight_grads_merged(std::size_t m, std::size_t g_size, std::size_t in, std::size_t hid, const T* d, const T* x,
                          const T* h, T* gw_ih, T* gw_hh) {
   const std::size_t k2 = in + hid;
-  ScratchBuffer xh_buf = acquire_scratch(std::max<std::size_t>(1, m * k2) * sizeof(T));
   ScratchBuffer gw_buf = acquire_scratch(std::max<std::size_t>(1, g_size * k2) * sizeof(T));
-  T* xh = xh_buf.as<T>();
   T* gw = gw_buf.as<T>();
-  constexpr std::size_t kRowsPerTask = 256;
-  parallel_for((m + kRowsPerTask - 1) / kRowsPerTask, [&](std::size_t first, std::size_t last) {
-    for (std::size_t i = first * kRowsPerTask; i < std::min(m, last * kRowsPerTask); ++i) {
-      std::copy(x + i * in, x + (i + 1) * in, xh + i * k2);
-      std::copy(h + i * hid, h + (i + 1) * hid, xh + i * k2 + in);
-    }
-  });
-  weight_grad(m, g_size, k2, d, xh, gw);
+  if (in % gemm::column_align(active_isa(), T()) == 0) {
+    weight_grad(m, g_size, d, x, in, h, hid, gw, k2);
+  } else {
+    ScratchBuffer xh_buf = acquire_scratch(std::max<std::size_t>(1, m * k2) * sizeof(T));
+    T* xh = xh_buf.as<T>();
+    constexpr std::size_t kRowsPerTask = 256;
+    parallel_for((m + kRowsPerTask - 1) / kRowsPerTask, [&](std::size_t first, std::size_t last) {
+      for (std::size_t i = first * kRowsPerTask; i < std::min(m, last * kRowsPerTask); ++i) {
+        std::copy(x + i * in, x + (i + 1) * in, xh + i * k2);
+        std::copy(h + i * hid, h + (i + 1) * hid, xh + i * k2 + in);
+      }
+    });
+    weight_grad(m, g_size, d, xh, k2, static_cast<const T*>(nullptr), 0, gw, k2);
+  }
   for (std::size_t g = 0; g < g_size; ++g) {
     std::copy(gw + g * k2, gw + g * k2 + in, gw_ih + g * in);
     std::copy(gw + g * k2 + in, gw + (g + 1) * k2, gw_hh + g * hid);
@@ -886,8 +897,8 @@ void backward_typed(const LayerArgs<T>& a) {
     if (d_h == dd.d_gates) {
       weight_grads_merged(M, G, a.input, H, dd.d_gates, a.x, dd.hprev, dd.grad_w_ih, dd.grad_w_hh);
     } else {
-      weight_grad(M, G, a.input, dd.d_gates, a.x, dd.grad_w_ih);
-      weight_grad(M, G, H, d_h, dd.hprev, dd.grad_w_hh);
+      weight_grad(M, G, dd.d_gates, a.x, a.input, static_cast<const T*>(nullptr), 0, dd.grad_w_ih, a.input);
+      weight_grad(M, G, d_h, dd.hprev, H, static_cast<const T*>(nullptr), 0, dd.grad_w_hh, H);
     }
     if (dd.grad_b_hh != nullptr && !dirs[d]->hh_bias_summed()) {
       std::copy(dd.grad_b_ih, dd.grad_b_ih + G, dd.grad_b_hh);  // the same gate gradients
