@@ -1,8 +1,8 @@
 """Native conv2d / conv2d_backward (csrc/conv/) under every kernel family, at the contract level.
 
 Shapes are picked to reach each path and its edges: Winograd F(4x4, 3x3) (float32, AVX-512: partial
-tiles, no/asymmetric padding, rows of more than 16 tiles, several tile blocks; grad_input as a Winograd
-conv when padding <= 2), few channels at stride 1 (the direct kernels, AVX-512), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
+tiles, no/asymmetric padding, tiles gathered across rows and images, rows of more than 32 tiles (the
+row transforms), several tile blocks; grad_input as a Winograd conv when padding <= 2), few channels at stride 1 (the direct kernels, AVX-512), 1x1 as a GEMM on NCHW (and 1x1 with stride, which is not), im2col tiles inside
 one image and tiles spanning images, several tiles per image, one input channel per group (depthwise and
 channel multipliers: the direct row kernels) with output rows around the vector widths (8, 16), strides
 1/2/3, dilation, asymmetric padding, and the fused epilogue; depthwise 3x3 stride 1 (the whole-plane
@@ -69,6 +69,7 @@ CASES = {
     "winograd unpadded, batch 1": (1, 16, 9, 22, 17, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "winograd asymmetric padding": (3, 24, 7, 7, 32, 3, 3, (1, 1), (2, 0, 0, 2), (1, 1), 1),
     "winograd rows over 16 tiles": (1, 16, 6, 70, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "winograd rows over 32 tiles (row transforms)": (2, 16, 5, 133, 17, 3, 3, (1, 1), (1, 2, 0, 1), (1, 1), 1),
     "winograd many channels": (2, 130, 10, 9, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "winograd padding 2 (grad_input unpadded)": (2, 16, 8, 9, 20, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1),
     "winograd padding 3 (grad_input by col2im)": (1, 16, 5, 6, 16, 3, 3, (1, 1), (3, 1, 3, 0), (1, 1), 1),
@@ -185,7 +186,8 @@ def test_against_reference(isa, dtype, case):
                                   "pixel rows implicit s2 d2 asym pad", "pixel rows implicit s1 3x2, two row tiles per row",
                                   "pixel rows implicit, plane of 64 pixels, k > 512",
                                   "pixel rows, plane of 64 pixels, k > 512, batch 1",
-                                  "winograd odd sizes, C/O not /16", "winograd several blocks", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
+                                  "winograd odd sizes, C/O not /16", "winograd several blocks",
+                                  "winograd rows over 32 tiles (row transforms)", "grouped 3x3", "depthwise 3x3 s2 w33", "channel multiplier s2",
                                   "dw3x3 s1 six channels", "dw3x3 s1 many channels", "dw3x3 s1 channel multiplier",
                                   "channel multiplier 5, wide rows", "one input channel (LeNet)",
                                   "image lanes lenet conv2, 17 images", "image lanes wide rows, pad, dilation",

@@ -1,12 +1,21 @@
 // Winograd F(4x4, 3x3) transforms, 16 tiles (or filters) per vector lane set.
-// Input and output vectorize across 16 neighbouring tiles of one row of tiles:
-// their columns sit at stride 4 in the image row, so 64 contiguous floats are
-// loaded and de-interleaved by a 16x4 transpose in registers (12 shuffles;
-// gathers would cost more and are microcode-mitigated on some CPUs), and the
-// 4 output columns are interleaved back the same way before contiguous stores.
+// Two forms of the input and output transforms:
+//  - gather / scatter: any 16 tiles (across tile rows and images), each lane's
+//    6x6 window gathered with the padding as lane masks, its 4x4 results
+//    scattered. The operator's choice for planes up to 128 columns: measured
+//    faster than the row form even where that fills its lanes (56x56: -10%),
+//    much faster on small planes (7x7: 2 of the row form's 16 lanes used).
+//    (Gathers are slow on CPUs with the GDS microcode mitigation; this one,
+//    like the machines the targets are set on, is not affected.)
+//  - row: 16 neighbouring tiles of one row of tiles, whose columns sit at
+//    stride 4 in the image row: 64 contiguous floats are loaded and
+//    de-interleaved by a 16x4 transpose in registers (12 shuffles), and the 4
+//    output columns interleaved back the same way before contiguous stores.
+//    For wider planes, and tensors past the gathers' int32 offsets.
 #include <immintrin.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "conv/winograd.h"
 
@@ -185,6 +194,64 @@ void f32_wino43_output_avx512(const float* mp, size_t ld, size_t nt, size_t nrow
         // max(val, 0) with val second: NaN passes through, as torch.relu
         if (relu) val = _mm512_max_ps(zero, val);
         _mm512_mask_storeu_ps(out + i * ld_row + x, mq, val);
+      }
+    }
+  }
+}
+
+void f32_wino43_input_gather_avx512(const float* base, const TileSet& tiles, size_t w, float* v, size_t ld) {
+  const auto row = static_cast<std::int32_t>(w);
+  for (size_t t0 = 0; t0 < tiles.nt; t0 += 16) {
+    const size_t q = t0 / 16;
+    const __mmask16 m = lanes(tiles.nt - t0);
+    __m512i at = _mm512_maskz_loadu_epi32(m, tiles.in_off + t0);
+    __m512 r[6][6];  // B^T along each input row, as in the row kernel
+    for (int i = 0; i < 6; ++i, at = _mm512_add_epi32(at, _mm512_set1_epi32(row))) {
+      const __mmask16 in_row = _kand_mask16(m, tiles.in_rows[6 * q + i]);
+      __m512 d[6];
+      for (int j = 0; j < 6; ++j) {
+        // lanes outside the mask are not read (their offsets may point outside the input)
+        d[j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), _kand_mask16(in_row, tiles.in_cols[6 * q + j]), at,
+                                        base + j, 4);
+      }
+      input_1d(d, r[i]);
+    }
+    for (int j = 0; j < 6; ++j) {
+      const __m512 col[6] = {r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]};
+      __m512 out[6];
+      input_1d(col, out);
+      for (int i = 0; i < 6; ++i) _mm512_mask_storeu_ps(v + (6 * i + j) * ld + t0, m, out[i]);
+    }
+  }
+}
+
+void f32_wino43_output_scatter_avx512(const float* mp, size_t ld, const TileSet& tiles, size_t ow, float bias,
+                                      const float* res, bool relu, float* out) {
+  const __m512 vbias = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+  const auto row = static_cast<std::int32_t>(ow);
+  for (size_t t0 = 0; t0 < tiles.nt; t0 += 16) {
+    const size_t q = t0 / 16;
+    const __mmask16 m = lanes(tiles.nt - t0);
+    __m512 a[4][6];  // A^T along each column of the 6x6 products, as in the row kernel
+    for (int j = 0; j < 6; ++j) {
+      __m512 col[6], y[4];
+      for (int i = 0; i < 6; ++i) col[i] = _mm512_maskz_loadu_ps(m, mp + (6 * i + j) * ld + t0);
+      output_1d(col, y);
+      for (int i = 0; i < 4; ++i) a[i][j] = y[i];
+    }
+    __m512i at = _mm512_maskz_loadu_epi32(m, tiles.out_off + t0);
+    for (int i = 0; i < 4; ++i, at = _mm512_add_epi32(at, _mm512_set1_epi32(row))) {
+      const __mmask16 out_row = _kand_mask16(m, tiles.out_rows[4 * q + i]);
+      if (out_row == 0) continue;
+      __m512 y[4];
+      output_1d(a[i], y);
+      for (int j = 0; j < 4; ++j) {
+        const __mmask16 mj = _kand_mask16(out_row, tiles.out_cols[4 * q + j]);
+        __m512 val = _mm512_add_ps(y[j], vbias);
+        if (res != nullptr) val = _mm512_add_ps(val, _mm512_mask_i32gather_ps(zero, mj, at, res + j, 4));
+        // max(val, 0) with val second: NaN passes through, as torch.relu
+        if (relu) val = _mm512_max_ps(zero, val);
+        _mm512_mask_i32scatter_ps(out + j, mj, at, val, 4);
       }
     }
   }

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace nnkern::conv {
 
@@ -26,5 +27,30 @@ void f32_wino43_input_avx512(const float* const* rows, std::ptrdiff_t x0, std::s
                              std::size_t ld);
 void f32_wino43_output_avx512(const float* m, std::size_t ld, std::size_t nt, std::size_t nrows, std::size_t ow,
                               float bias, const float* res, bool relu, float* out, std::size_t ld_row);
+
+// The same transforms for tiles from anywhere (small planes: a row of 7x7's
+// tiles fills 2 of 16 lanes), 16 tiles of a TileSet per vector, their inputs
+// gathered and their outputs scattered. Tile t < nt of the set:
+//  - input: its 6x6 window at base + in_off[t] + r * w + j, for the rows r
+//    with bit t % 16 of in_rows[6 * (t / 16) + r] set and the columns j with
+//    that bit of in_cols[6 * (t / 16) + j] (zero elsewhere: padding); the
+//    transform goes to v[xi * ld + t].
+//  - output: its 4x4 results + bias (+ res at the same offsets, then ReLU if
+//    relu) go to out + out_off[t] + i * ow + j for the rows i and columns j
+//    whose bits are set in out_rows[4 * (t / 16) + i] / out_cols[...].
+// Offsets are elements, int32 (the caller checks the tensors' sizes). The
+// same arithmetic, in the same order, as the row kernels above: the same bits.
+struct TileSet {
+  const std::int32_t* in_off;
+  const std::uint16_t* in_rows;
+  const std::uint16_t* in_cols;
+  const std::int32_t* out_off;
+  const std::uint16_t* out_rows;
+  const std::uint16_t* out_cols;
+  std::size_t nt;
+};
+void f32_wino43_input_gather_avx512(const float* base, const TileSet& tiles, std::size_t w, float* v, std::size_t ld);
+void f32_wino43_output_scatter_avx512(const float* m, std::size_t ld, const TileSet& tiles, std::size_t ow, float bias,
+                                      const float* res, bool relu, float* out);
 
 }  // namespace nnkern::conv
