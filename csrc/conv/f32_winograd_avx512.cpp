@@ -104,6 +104,28 @@ inline void filter_1d(const __m512* g, __m512* u) {
   u[5] = g[2];
 }
 
+// The second pass of the input transform: B^T down each column of r (the
+// rows' transforms), the 36 results of 16 tiles stored to v[xi * ld + t0].
+inline void input_columns(const __m512 (&r)[6][6], __mmask16 m, float* v, size_t ld, size_t t0) {
+  for (int j = 0; j < 6; ++j) {
+    const __m512 col[6] = {r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]};
+    __m512 out[6];
+    input_1d(col, out);
+    for (int i = 0; i < 6; ++i) _mm512_mask_storeu_ps(v + (6 * i + j) * ld + t0, m, out[i]);
+  }
+}
+
+// The first pass of the output transform: A^T down each column of 16 tiles'
+// 6x6 products mp[xi * ld + t0], into a[output row][column].
+inline void output_columns(const float* mp, size_t ld, size_t t0, __mmask16 m, __m512 (&a)[4][6]) {
+  for (int j = 0; j < 6; ++j) {
+    __m512 col[6], y[4];
+    for (int i = 0; i < 6; ++i) col[i] = _mm512_maskz_loadu_ps(m, mp + (6 * i + j) * ld + t0);
+    output_1d(col, y);
+    for (int i = 0; i < 4; ++i) a[i][j] = y[i];
+  }
+}
+
 }  // namespace
 
 void f32_wino43_filter_avx512(const float* w, size_t np, float* u, size_t ld) {
@@ -157,12 +179,7 @@ void f32_wino43_input_avx512(const float* const* rows, std::ptrdiff_t x0, std::s
       d[5] = hi[3];
       input_1d(d, r[i]);
     }
-    for (int j = 0; j < 6; ++j) {
-      const __m512 col[6] = {r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]};
-      __m512 out[6];
-      input_1d(col, out);
-      for (int i = 0; i < 6; ++i) _mm512_mask_storeu_ps(v + (6 * i + j) * ld + t0, m, out[i]);
-    }
+    input_columns(r, m, v, ld, t0);
   }
 }
 
@@ -171,13 +188,8 @@ void f32_wino43_output_avx512(const float* mp, size_t ld, size_t nt, size_t nrow
   const __m512 vbias = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
   for (size_t t0 = 0; t0 < nt; t0 += 16) {
     const __mmask16 m = lanes(nt - t0);
-    __m512 a[4][6];  // A^T along each column of the 6x6 products: a[output row][column]
-    for (int j = 0; j < 6; ++j) {
-      __m512 col[6], y[4];
-      for (int i = 0; i < 6; ++i) col[i] = _mm512_maskz_loadu_ps(m, mp + (6 * i + j) * ld + t0);
-      output_1d(col, y);
-      for (int i = 0; i < 4; ++i) a[i][j] = y[i];
-    }
+    __m512 a[4][6];
+    output_columns(mp, ld, t0, m, a);
     const size_t x0 = 4 * t0;
     for (size_t i = 0; i < nrows; ++i) {
       __m512 y[4];
@@ -216,12 +228,7 @@ void f32_wino43_input_gather_avx512(const float* base, const TileSet& tiles, siz
       }
       input_1d(d, r[i]);
     }
-    for (int j = 0; j < 6; ++j) {
-      const __m512 col[6] = {r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]};
-      __m512 out[6];
-      input_1d(col, out);
-      for (int i = 0; i < 6; ++i) _mm512_mask_storeu_ps(v + (6 * i + j) * ld + t0, m, out[i]);
-    }
+    input_columns(r, m, v, ld, t0);
   }
 }
 
@@ -232,13 +239,8 @@ void f32_wino43_output_scatter_avx512(const float* mp, size_t ld, const TileSet&
   for (size_t t0 = 0; t0 < tiles.nt; t0 += 16) {
     const size_t q = t0 / 16;
     const __mmask16 m = lanes(tiles.nt - t0);
-    __m512 a[4][6];  // A^T along each column of the 6x6 products, as in the row kernel
-    for (int j = 0; j < 6; ++j) {
-      __m512 col[6], y[4];
-      for (int i = 0; i < 6; ++i) col[i] = _mm512_maskz_loadu_ps(m, mp + (6 * i + j) * ld + t0);
-      output_1d(col, y);
-      for (int i = 0; i < 4; ++i) a[i][j] = y[i];
-    }
+    __m512 a[4][6];
+    output_columns(mp, ld, t0, m, a);
     __m512i at = _mm512_maskz_loadu_epi32(m, tiles.out_off + t0);
     for (int i = 0; i < 4; ++i, at = _mm512_add_epi32(at, _mm512_set1_epi32(row))) {
       const __mmask16 out_row = _kand_mask16(m, tiles.out_rows[4 * q + i]);
