@@ -317,6 +317,10 @@ struct ForwardDirection {
   std::shared_ptr<const PreparedB<T>> w_ih;     // W_ih^T for the input projection (null: dot products)
   const T* proj_bias = nullptr;
   T* gh = nullptr;                               // gru: (N, G) hidden projection of the step
+  // gru: W_hr h and W_hz h accumulate straight into the projected gates (b_hr and b_hz ride in
+  // the projection's bias), only W_hn h + b_hn goes to gh; needs 2H on a panel boundary. A
+  // property of the shape alone, so every thread count takes the same form (the same bits).
+  bool fold_rz = false;
   ScratchBuffer gh_buf;
   Act act;
   PointwiseFns<T> pw = pointwise_fns<T>();
@@ -342,6 +346,7 @@ struct ForwardDirection {
     if (a.mode == Mode::gru) {
       gh_buf = acquire_scratch(std::max<std::size_t>(1, N * G) * sizeof(T));
       gh = gh_buf.as<T>();
+      fold_rz = (2 * H) % align() == 0;
     }
   }
 
@@ -349,14 +354,16 @@ struct ForwardDirection {
   std::size_t align() const { return any_w().column_align(); }
   std::size_t scratch_elements() const { return any_w().scratch_elements(); }
 
-  // The input projection's bias (b_ih + b_hh for the LSTM and Elman cells, b_ih for the GRU)
-  // and its operand; bias_buf: G elements that live as long as this direction's projection.
+  // The input projection's bias (b_ih + b_hh for the LSTM and Elman cells; for the GRU b_ih,
+  // plus b_hr and b_hz when they are folded in) and its operand; bias_buf: G elements that live
+  // as long as this direction's projection.
   void prepare_projection(T* bias_buf) {
-    if (a.mode == Mode::gru) {
+    if (a.mode == Mode::gru && (!fold_rz || dd.b_hh == nullptr)) {
       proj_bias = dd.b_ih;
     } else if (dd.b_ih != nullptr || dd.b_hh != nullptr) {
+      const std::size_t hh_end = a.mode == Mode::gru ? 2 * H : G;  // the GRU's b_hn stays with W_hn h
       for (std::size_t g = 0; g < G; ++g) {
-        bias_buf[g] = (dd.b_ih != nullptr ? dd.b_ih[g] : T(0)) + (dd.b_hh != nullptr ? dd.b_hh[g] : T(0));
+        bias_buf[g] = (dd.b_ih != nullptr ? dd.b_ih[g] : T(0)) + (dd.b_hh != nullptr && g < hh_end ? dd.b_hh[g] : T(0));
       }
       proj_bias = bias_buf;
     }
@@ -432,18 +439,26 @@ struct ForwardDirection {
       // step starts with them. The runs' order does not change any element's bits.
       const std::size_t run = R <= gemm::kWideMaxRows ? gemm::kWidePanels * w_all->column_align() : G;
       const std::size_t runs = (G + run - 1) / run;
+      // the columns below `into_gates` accumulate into the gates (all of them but the GRU's)
+      const std::size_t into_gates = a.mode != Mode::gru ? G : fold_rz ? 2 * H : 0;
       for (std::size_t r = 0; r < runs; ++r) {
         const std::size_t j0 = (s % 2 == 0 ? r : runs - 1 - r) * run, j1 = std::min(G, j0 + run);
-        if (a.mode == Mode::gru) {
-          w_all->multiply_packed(R, packed, j0, j1, ghb, G, T(1), T(0), dd.b_hh);
-        } else {
-          w_all->multiply_packed(R, packed, j0, j1, gates, step(G), T(1), T(1), nullptr);
+        if (j0 < into_gates) {
+          w_all->multiply_packed(R, packed, j0, std::min(j1, into_gates), gates, step(G), T(1), T(1), nullptr);
+        }
+        if (j1 > into_gates) {
+          const std::size_t from = std::max(j0, into_gates);
+          w_all->multiply_packed(R, packed, from, j1, ghb, G, T(1), T(0), dd.b_hh);
         }
       }
     } else if (a.mode == Mode::gru) {
       for (std::size_t g = 0; g < 3; ++g) {
-        w[g]->multiply_packed(R, packed, u0, u1, ghb + g * H, G, T(1), T(0),
-                              dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr);
+        if (fold_rz && g < 2) {
+          w[g]->multiply_packed(R, packed, u0, u1, gates + g * H, step(G), T(1), T(1), nullptr);
+        } else {
+          w[g]->multiply_packed(R, packed, u0, u1, ghb + g * H, G, T(1), T(0),
+                                dd.b_hh != nullptr ? dd.b_hh + g * H : nullptr);
+        }
       }
     } else {
       for (std::size_t g = 0; g < G / H; ++g) {
@@ -486,7 +501,7 @@ struct ForwardDirection {
         case Mode::gru: {
           const T* ghr = ghb + n * G;
           T* ghn = dd.ghn + row(t, n0 + n) * H;
-          pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
+          if (!fold_rz) pw.gru_pre(U, gr + u0, gr + H + u0, ghr + u0, ghr + H + u0);
           act.sigmoid(U, gr + u0);
           act.sigmoid(U, gr + H + u0);
           pw.gru_n(U, gr + 2 * H + u0, gr + u0, ghr + 2 * H + u0, ghn + u0);
