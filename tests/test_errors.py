@@ -176,3 +176,41 @@ def test_repeated_conv_calls_still_validate_each_call():
         nk.conv2d(x, np.ones((4, 2, 3, 3), np.float32), stride=1, padding=(1, 1))
     with pytest.raises(ValueError, match="grad_output"):
         nk.conv2d_backward(np.ones((2, 4, 7, 8), np.float32), x, w, 1, (1, 1))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_repeated_pool_calls_still_validate_each_call(backend):
+    """The pools keep the resolved call of a NumPy input that passed (per shape, dtype, typed options
+    and default backend): a later call that differs only in an option's type (True for 1, 2.0 for 2),
+    in a shape or in the default backend is still checked, and a repeated call gives the first's
+    result (values, indices, output size)."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    with nk.use_backend(backend):
+        first = [nk.max_pool2d(x, 3, 2, 1), nk.max_pool2d(x, 3, 2, 1, return_indices=True),
+                 nk.avg_pool2d(x, 2, None, 1, True, False), nk.adaptive_avg_pool2d(x, (2, None))]
+        for _ in range(2):
+            again = [nk.max_pool2d(x, 3, 2, 1), nk.max_pool2d(x, 3, 2, 1, return_indices=True),
+                     nk.avg_pool2d(x, 2, None, 1, True, False), nk.adaptive_avg_pool2d(x, (2, None))]
+            np.testing.assert_array_equal(again[0], first[0])
+            np.testing.assert_array_equal(again[1][0], first[1][0])
+            np.testing.assert_array_equal(again[1][1], first[1][1])
+            np.testing.assert_array_equal(again[2], first[2])
+            np.testing.assert_array_equal(again[3], first[3])
+            assert again[3].shape == (2, 3, 2, 8)
+        for bad in (True, 2.0):
+            with pytest.raises(TypeError, match="kernel_size"):
+                nk.avg_pool2d(x, bad, None, 1, True, False)
+            with pytest.raises(TypeError, match="kernel_size"):
+                nk.max_pool2d(x, bad, 2, 1)
+        with pytest.raises(ValueError, match="padding"):
+            nk.max_pool2d(x, 3, 2, 2)
+        with pytest.raises(ValueError, match="output size"):
+            nk.avg_pool2d(x[:, :, :2, :2], 3, None, 0, False, False)
+        np.testing.assert_array_equal(nk.avg_pool2d(x, 2, None, 1, 1, 0), first[2])  # int flags, as torch takes them
+        with pytest.raises((TypeError, ValueError), match="output_size"):
+            nk.adaptive_avg_pool2d(x, (2, -1))
+    with nk.use_backend("numpy" if backend == "cpu" else "cpu"):
+        np.testing.assert_allclose(nk.avg_pool2d(x, 2, None, 1, True, False), first[2], rtol=1e-6)
+    with nk.use_backend("cuda"):  # resolved again: host arrays cannot run there
+        with pytest.raises((TypeError, RuntimeError)):
+            nk.avg_pool2d(x, 2, None, 1, True, False)

@@ -98,6 +98,7 @@ def arrays(op: str, **named: Any) -> dict[str, Any]:
 # Views up to this many bytes are not checked against the machine's memory (the common case, kept
 # cheap); a smaller view that cannot be copied still fails with NumPy's MemoryError.
 _ALWAYS_FITS = 2**30
+ALWAYS_FITS = _ALWAYS_FITS  # for the call caches: inputs up to this size need no materialization check
 
 
 @functools.lru_cache(maxsize=1)

@@ -44,6 +44,22 @@ def max_pool2d_values(x, kernel, stride, padding, dilation, ceil_mode):
 max_pool2d.values_only = max_pool2d_values
 
 
+# Optional `bind` forms: bind(x, *options) gives the native function and the arguments that compute
+# the op for any input of x's shape and dtype (`fn(x, *args)`), so that functional's call cache
+# goes straight to the kernel.
+def _bind_max(x, kernel, stride, padding, dilation, ceil_mode):
+    return _cpu.max_pool2d, (kernel, stride, padding, dilation) + _out_hw(x, kernel, stride, padding, dilation,
+                                                                          ceil_mode)
+
+
+def _values(x, kernel, stride, padding, dilation, oh, ow):
+    return _cpu.max_pool2d(x, kernel, stride, padding, dilation, oh, ow, False)[0]
+
+
+max_pool2d.bind = _bind_max
+max_pool2d_values.bind = lambda x, *options: (_values, _bind_max(x, *options)[1])
+
+
 def max_pool2d_backward(grad_output, x, indices, kernel, stride, padding, dilation, ceil_mode):
     return _cpu.max_pool2d_backward(grad_output, x, indices)
 
@@ -53,12 +69,23 @@ def avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad):
     return _cpu.avg_pool2d(x, kernel, stride, padding, count_include_pad, oh, ow)
 
 
+def _bind_avg(x, kernel, stride, padding, ceil_mode, count_include_pad):
+    return _cpu.avg_pool2d, (kernel, stride, padding, count_include_pad) + _out_hw(x, kernel, stride, padding,
+                                                                                 (1, 1), ceil_mode)
+
+
+avg_pool2d.bind = _bind_avg
+
+
 def avg_pool2d_backward(grad_output, x, kernel, stride, padding, ceil_mode, count_include_pad):
     return _cpu.avg_pool2d_backward(grad_output, x, kernel, stride, padding, count_include_pad)
 
 
 def adaptive_avg_pool2d(x, output_size):
     return _cpu.adaptive_avg_pool2d(x, output_size[0], output_size[1])
+
+
+adaptive_avg_pool2d.bind = lambda x, output_size: (_cpu.adaptive_avg_pool2d, tuple(output_size))
 
 
 def adaptive_avg_pool2d_backward(grad_output, x):
