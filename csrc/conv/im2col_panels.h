@@ -1,7 +1,7 @@
 // The patches of a convolution written straight into a GEMM's packed A
 // panels (the pixel-rows formulation of conv2d: out^T = patches @ W^T, see
-// conv_op.cpp conv2d_pixel_rows): pixels are the GEMM's rows, tap rows
-// (weight order: channel, kernel row, kernel column) its depth.
+// conv_pixel_rows.cpp): pixels are the GEMM's rows, tap rows (weight order:
+// channel, kernel row, kernel column) its depth.
 //
 // Layout (gemm::PreparedB's packed A, tiles tile_pad elements apart): slice
 // pc (kb = min(kc, k - pc) tap rows) at dst + pc * tiles * mr + (pc / kc) *
