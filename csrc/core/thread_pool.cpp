@@ -151,10 +151,10 @@ class ThreadPool {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     for (std::size_t i = 1; i <= n_workers; ++i) {
-      workers_.emplace_back([this, i, seen = generation_.load()] {
-        pthread_setname_np(pthread_self(), "nnkern-worker");  // as top, perf and the tests see it
-        worker_loop(i, seen);
-      });
+      workers_.emplace_back([this, i, seen = generation_.load()] { worker_loop(i, seen); });
+      // Named here, before resize returns, as top, perf and the tests see it: a name the worker
+      // set itself could still be missing after a whole job that the caller ran alone.
+      pthread_setname_np(workers_.back().native_handle(), "nnkern-worker");
     }
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   }
