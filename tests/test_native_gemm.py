@@ -260,10 +260,11 @@ def test_linear_same_bits_for_any_thread_count(threads):
 
 
 # --------------------------------------------------------------------------- PreparedA (conv weights)
-# `_cpu._test_prepared_a(a, b, c, alpha, beta, bias, isa, source)` packs a once and multiplies it by b as the
-# convolutions do. On avx512 float32, a b with contiguous rows is read in place by the strided kernel (no packing),
-# row tile by row tile ('resident') or panel by panel with the next panel prefetched ('streamed'); b with other
-# strides, and the other families, pack b. Every way must give gemm()'s bits.
+# `_cpu._test_prepared_a(a, b, c, alpha, beta, bias, isa, source, row_bias)` packs a once and multiplies it by b as
+# the convolutions do. On avx512 float32, a b with contiguous rows is read in place by the strided kernel (no
+# packing), row tile by row tile ('resident') or panel by panel with the next panel prefetched ('streamed'); b with
+# other strides, and the other families, pack b. Every way must give gemm()'s bits, and with a row bias (a
+# convolution's, added in the strided kernel's last stores or in a pass over C) gemm()'s result plus that bias.
 PREPARED_SHAPES = [(1, 1, 1), (13, 31, 7), (14, 32, 512), (15, 33, 513), (29, 65, 1030), (64, 200, 256),
                    (6, 97, 25), (28, 64, 3)]
 
@@ -283,9 +284,13 @@ def test_prepared_a_matches_gemm_bits(isa, dtype, source):
             # and a column-strided view (packed)
             wide = rng.standard_normal((k, n + 37)).astype(dtype)
             wide[:, 5:5 + n] = b
+            row_bias = rng.standard_normal(m).astype(dtype)
+            want_rows = want + row_bias[:, None]  # one rounding per element, after the rest
             for bv in (b, wide[:, 5:5 + n], np.asfortranarray(b)):
                 got = _cpu._test_prepared_a(a, bv, c, alpha, beta, bb, isa, source)
                 assert np.array_equal(got, want), (m, n, k, alpha, beta)
+                got = _cpu._test_prepared_a(a, bv, c, alpha, beta, bb, isa, source, row_bias)
+                assert np.array_equal(got, want_rows), (m, n, k, alpha, beta, "row_bias")
 
 
 def test_prepared_a_rejects_bad_source():

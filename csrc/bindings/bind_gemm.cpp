@@ -168,7 +168,7 @@ py::array test_gemm(const py::array& a, const py::array& b, const py::array& c_i
 
 template <class T>
 void test_prepared_a_typed(const py::array& a, const py::array& b, py::array& c, double alpha, double beta,
-                           const py::object& bias_in, Isa isa, gemm::BSource source) {
+                           const py::object& bias_in, Isa isa, gemm::BSource source, const py::object& row_bias_in) {
   const auto m = static_cast<std::size_t>(c.shape(0)), n = static_cast<std::size_t>(c.shape(1));
   const auto k = static_cast<std::size_t>(a.shape(1));
   if (static_cast<std::size_t>(a.shape(0)) != m || static_cast<std::size_t>(b.shape(0)) != k ||
@@ -184,18 +184,28 @@ void test_prepared_a_typed(const py::array& a, const py::array& b, py::array& c,
     }
     bias_ptr = static_cast<const T*>(bias.data());
   }
+  py::array row_bias;
+  const T* row_bias_ptr = nullptr;
+  if (!row_bias_in.is_none()) {
+    row_bias = c_contiguous(row_bias_in.cast<py::array>());
+    if (row_bias.ndim() != 1 || static_cast<std::size_t>(row_bias.shape(0)) != m) {
+      throw value_error("_test_prepared_a: row_bias must have c.shape[0] elements");
+    }
+    row_bias_ptr = static_cast<const T*>(row_bias.data());
+  }
   run_native([&] {
     const gemm::PreparedA<T> prepared(operand<T>(a, false), m, k, isa);
     ScratchBuffer scratch = acquire_scratch(prepared.scratch_elements(n) * sizeof(T));
     prepared.multiply(n, operand<T>(b, false), static_cast<T*>(c.mutable_data()), n, static_cast<T>(alpha),
-                      static_cast<T>(beta), bias_ptr, scratch.as<T>(), source);
+                      static_cast<T>(beta), bias_ptr, scratch.as<T>(), source, row_bias_ptr);
   });
 }
 
-// alpha * a @ b + beta * c (+ bias) through gemm::PreparedA (a packed once,
+// alpha * a @ b + beta * c (+ bias) (+ row_bias) through gemm::PreparedA (a packed once,
 // then multiplied on this thread), in a fresh array; b keeps its strides.
 py::array test_prepared_a(const py::array& a, const py::array& b, const py::array& c_in, double alpha, double beta,
-                          const py::object& bias, const std::string& isa_name_in, const std::string& source) {
+                          const py::object& bias, const std::string& isa_name_in, const std::string& source,
+                          const py::object& row_bias) {
   const Dtype dtype = float_dtype(c_in, "_test_prepared_a", "c");
   same_dtype(dtype, a, "_test_prepared_a", "a", "c");
   same_dtype(dtype, b, "_test_prepared_a", "b", "c");
@@ -207,9 +217,9 @@ py::array test_prepared_a(const py::array& a, const py::array& b, const py::arra
   const Isa isa = isa_named(isa_name_in);
   py::array c = py::module_::import("numpy").attr("array")(c_in, py::arg("order") = "C");  // a copy
   if (dtype == Dtype::f32) {
-    test_prepared_a_typed<float>(a, b, c, alpha, beta, bias, isa, src);
+    test_prepared_a_typed<float>(a, b, c, alpha, beta, bias, isa, src, row_bias);
   } else {
-    test_prepared_a_typed<double>(a, b, c, alpha, beta, bias, isa, src);
+    test_prepared_a_typed<double>(a, b, c, alpha, beta, bias, isa, src, row_bias);
   }
   return c;
 }
@@ -226,8 +236,9 @@ void bind_gemm(py::module_& m) {
         "alpha * op(a) @ op(b) + beta * c (+ bias) with the given kernel family (edge-case tests).");
   m.def("_test_prepared_a", &test_prepared_a, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
         py::arg("beta"), py::arg("bias") = py::none(), py::arg("isa"), py::arg("source") = "resident",
-        "alpha * a @ b + beta * c (+ bias) through a prepared (packed once) a, with the given kernel family and B "
-        "source ('resident' or 'streamed'): edge-case tests.");
+        py::arg("row_bias") = py::none(),
+        "alpha * a @ b + beta * c (+ bias[j]) (+ row_bias[i], added last) through a prepared (packed once) a, with "
+        "the given kernel family and B source ('resident' or 'streamed'): edge-case tests.");
 }
 
 }  // namespace nnkern::bindings

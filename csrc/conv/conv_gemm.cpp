@@ -120,11 +120,12 @@ void col2im(const Plan& pl, const T* gcols, size_t n, size_t grp, size_t p0, siz
   }
 }
 
-// out[n, o0 + r, pixel] = act(src[r, q - q0] + bias + residual) for the global
-// pixels [q0, q1); src may be the output itself (in place).
+// out[n, o0 + r, pixel] = act(src[r, q - q0] + residual) for the global pixels
+// [q0, q1); src (the GEMM's result, its bias added) may be the output itself
+// (in place).
 template <class T>
 void epilogue(const Plan& pl, const T* src, size_t ld_src, size_t rows, size_t o0, size_t q0, size_t q1,
-              const T* bias, const T* residual, bool relu, T* out) {
+              const T* residual, bool relu, T* out) {
   for (size_t r = 0; r < rows; ++r) {
     const size_t o = o0 + r;
     const T* s = src + r * ld_src;
@@ -132,12 +133,7 @@ void epilogue(const Plan& pl, const T* src, size_t ld_src, size_t rows, size_t o
       const size_t n = q / pl.p, pix = q % pl.p, len = std::min(pl.p - pix, q1 - q);
       const size_t at = (n * pl.g.o + o) * pl.p + pix;
       T* d = out + at;
-      if (bias != nullptr) {
-        const T b = bias[o];
-        for (size_t i = 0; i < len; ++i) d[i] = s[i] + b;
-      } else if (d != s) {
-        std::memcpy(d, s, len * sizeof(T));
-      }
+      if (d != s) std::memcpy(d, s, len * sizeof(T));
       if (residual != nullptr) {
         const T* res = residual + at;
         for (size_t i = 0; i < len; ++i) d[i] += res[i];
@@ -248,8 +244,12 @@ void conv2d_gemm(const Plan& pl, const T* x, const T* w, const T* bias, const T*
       c = out + (n0 * g.o + grp * pl.og) * pl.p + q0 % pl.p;
       ldc = pl.p;
     }
-    packed->groups[grp]->multiply(cols, b, c, ldc, T(1), T(0), nullptr, b_buf, source);
-    epilogue(pl, c, ldc, pl.og, grp * pl.og, q0, q1, bias, residual, relu, out);
+    // the bias added by the GEMM (in the kernels' stores where it reads B in place), the rest after
+    packed->groups[grp]->multiply(cols, b, c, ldc, T(1), T(0), nullptr, b_buf, source,
+                                  bias != nullptr ? bias + grp * pl.og : nullptr);
+    if (!one_image || residual != nullptr || relu) {
+      epilogue(pl, c, ldc, pl.og, grp * pl.og, q0, q1, residual, relu, out);
+    }
   });
 }
 

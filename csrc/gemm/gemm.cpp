@@ -471,7 +471,7 @@ std::size_t PreparedA<T>::scratch_elements(std::size_t n) const {
 
 template <class T>
 void PreparedA<T>::multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::size_t ldc, T alpha, T beta,
-                            const T* bias, T* scratch, BSource source) const {
+                            const T* bias, T* scratch, BSource source, const T* row_bias) const {
   if (m_ == 0 || n == 0) return;
   const GemmKernel<T> uk = kernel_for(isa_, T());
   const T* packed = packed_.as<T>();
@@ -484,7 +484,8 @@ void PreparedA<T>::multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::siz
       const std::size_t kb = std::min(kc_, k_ - pc);
       uk.strided(std::min(uk.mr, m_ - ir), std::min(uk.nr, n - jr), kb, packed + pc * m_pad_ + ir * kb,
                  b.data + pc * ldb + jr, ldb, b_next, c + ir * ldc + jr, ldc, alpha, pc == 0 ? beta : T(1),
-                 pc == 0 && bias != nullptr ? bias + jr : nullptr);
+                 pc == 0 && bias != nullptr ? bias + jr : nullptr,
+                 pc + kb == k_ && row_bias != nullptr ? row_bias + ir : nullptr);
     };
     if (source == BSource::resident) {
       // B in L2 (just written): row tile by row tile, as the packed loop
@@ -520,6 +521,13 @@ void PreparedA<T>::multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::siz
       run_kernels(uk, m_, packed + pc * m_pad_, nb, scratch, kb, c + jc, ldc, alpha, pc == 0 ? beta : T(1),
                   slice_bias);
       if (k_ == 0) break;
+    }
+  }
+  if (row_bias != nullptr) {
+    for (std::size_t i = 0; i < m_; ++i) {
+      T* row = c + i * ldc;
+      const T rb = row_bias[i];
+      for (std::size_t j = 0; j < n; ++j) row[j] += rb;
     }
   }
 }

@@ -152,7 +152,9 @@ class PreparedB {
 // shared by every tile and thread). A is m x k; the constructor packs it into
 // the kernel family's MR-tall panels, kc-deep slices, as gemm() does.
 //
-//   multiply: C = alpha * A * B + beta * C (+ bias[j]), B k x n (any strides)
+//   multiply: C = alpha * A * B + beta * C (+ bias[j]) (+ row_bias[i]), B k x n
+//   (any strides); row_bias (m elements, a convolution's bias) is added last,
+//   in the kernels' stores where B is read in place, else in a pass over C.
 //
 // on the calling thread; scratch holds scratch_elements(n) elements (B's
 // packed block; unused when the kernel family reads B's rows in place). Each element of C is the FMA chain gemm() computes: the same
@@ -177,7 +179,7 @@ class PreparedA {
   std::size_t bytes() const { return packed_.capacity(); }
   std::size_t scratch_elements(std::size_t n) const;
   void multiply(std::size_t n, const MatrixRef<T>& b, T* c, std::size_t ldc, T alpha, T beta, const T* bias,
-                T* scratch, BSource source = BSource::resident) const;
+                T* scratch, BSource source = BSource::resident, const T* row_bias = nullptr) const;
 
  private:
   std::size_t m_, k_, m_pad_ = 0, kc_ = 1, nc_ = 1;

@@ -128,9 +128,12 @@ constexpr std::size_t kStridedAhead = 16;
 // same rows of the next panel are fetched as the FMAs run (the first row
 // tile over a panel streams it from memory or L3; the next tiles find it in
 // L1 or L2). Otherwise b is a packed panel (b_next and ldb unused).
+//
+// row_bias (not with CT): null, or ROWS elements, row_bias[i] added to row i
+// of C last (after bias), as a separate pass over C would add it.
 template <class T, std::size_t ROWS, std::size_t MR, std::size_t NV, bool STRIDED = false, bool CT = false>
 void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc, T alpha, T beta,
-               const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
+               const T* bias, std::size_t ldb = 0, const T* b_next = nullptr, const T* row_bias = nullptr) {
   using Z = Zmm<T>;
   constexpr std::size_t NR = NV * Z::kLanes;
   typename Z::Mask m[NV];
@@ -204,6 +207,7 @@ void gemm_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std
       typename Z::V v = Z::mul(acc[i][j], alpha_v);
       if (beta != T(0)) v = Z::fmadd(beta_v, Z::load(m[j], row + j * Z::kLanes), v);
       if (bias != nullptr) v = Z::add(v, bias_v[j]);
+      if (row_bias != nullptr) v = Z::add(v, Z::set1(row_bias[i]));
       Z::store(row + j * Z::kLanes, m[j], v);
     }
   }
@@ -268,13 +272,15 @@ void gemm_wide_rows(std::size_t nr, std::size_t kc, const T* a, const T* b, std:
 // mr rows (1 <= mr <= MR): the gemm_rows instance with exactly mr rows.
 template <class T, std::size_t MR, std::size_t NV, bool STRIDED = false, std::size_t ROWS = MR, bool CT = false>
 void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b, T* c, std::size_t ldc,
-               T alpha, T beta, const T* bias, std::size_t ldb = 0, const T* b_next = nullptr) {
+               T alpha, T beta, const T* bias, std::size_t ldb = 0, const T* b_next = nullptr,
+               const T* row_bias = nullptr) {
   if constexpr (ROWS > 1) {
     if (mr < ROWS) {
-      return gemm_tile<T, MR, NV, STRIDED, ROWS - 1, CT>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
+      return gemm_tile<T, MR, NV, STRIDED, ROWS - 1, CT>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next,
+                                                          row_bias);
     }
   }
-  gemm_rows<T, ROWS, MR, NV, STRIDED, CT>(nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
+  gemm_rows<T, ROWS, MR, NV, STRIDED, CT>(nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next, row_bias);
 }
 
 // rows (<= 4) rows of A against JW rows of W: 16-lane partial sums along k,
@@ -369,8 +375,8 @@ void f32_gemm_14x32_implicit_ct_avx512(std::size_t mr, std::size_t nr, std::size
 
 void f32_gemm_14x32_strided_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
                                    std::size_t ldb, const float* b_next, float* c, std::size_t ldc, float alpha,
-                                   float beta, const float* bias) {
-  gemm_tile<float, 14, 2, true>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next);
+                                   float beta, const float* bias, const float* row_bias) {
+  gemm_tile<float, 14, 2, true>(mr, nr, kc, a, b, c, ldc, alpha, beta, bias, ldb, b_next, row_bias);
 }
 
 void f32_gemm_2x128_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,

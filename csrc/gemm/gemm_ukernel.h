@@ -55,14 +55,16 @@ void f64_gemm_14x16_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const
 // ldb, NR columns) are prefetched as the FMAs run. The same FMA chains,
 // so the same bits, as the packed kernel. It spares the copy of B into
 // panels where B's rows are contiguous: the input planes of a 1x1
-// convolution, an im2col tile.
+// convolution, an im2col tile. row_bias: null, or mr elements, row_bias[i]
+// added to row i of C after everything else (a convolution's bias, fused
+// into the last kc slice's stores).
 template <class T>
 using GemmStridedFn = void (*)(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const T* b,
                                std::size_t ldb, const T* b_next, T* c, std::size_t ldc, T alpha, T beta,
-                               const T* bias);
+                               const T* bias, const T* row_bias);
 void f32_gemm_14x32_strided_avx512(std::size_t mr, std::size_t nr, std::size_t kc, const float* a, const float* b,
                                    std::size_t ldb, const float* b_next, float* c, std::size_t ldc, float alpha,
-                                   float beta, const float* bias);
+                                   float beta, const float* bias, const float* row_bias);
 
 // One or two rows against up to four consecutive packed B panels of the
 // 14x32 kernel (panel q at b + q * b_stride), nr <= 128 columns: the same
