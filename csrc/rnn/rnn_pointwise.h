@@ -2,7 +2,7 @@
 // declared per kernel family (f32/f64_rnn_pointwise_<isa>.cpp); the bodies
 // are plain loops in rnn_pointwise_impl.h, vectorized by the compiler under
 // each family's flags. The transcendental parts (sigmoid, tanh) are the
-// vmath kernels, called by rnn_op.cpp between these passes.
+// vmath kernels, called by rnn_forward.cpp between these passes.
 //
 // Every pointer is already offset to the first unit; u units are processed.
 // Results depend only on each element's inputs (no reductions), so any split

@@ -1,5 +1,5 @@
 // A whole multi-layer sequence for inference (rnn_op.h sequence_forward):
-// the layers of rnn_op.cpp one after another, their workspace and the
+// the layers of rnn_forward.cpp one after another, their workspace and the
 // outputs of the layers below the top on scratch memory.
 #include <algorithm>
 #include <cstddef>
