@@ -61,7 +61,8 @@ void f64_sigmoid_backward(std::size_t n, const double* g, const double* o, doubl
   for (std::size_t i = 0; i < n; ++i) gi[i] = g[i] * o[i] * (1 - o[i]);
 }
 void f64_tanh_backward(std::size_t n, const double* g, const double* o, double* gi) {
-  for (std::size_t i = 0; i < n; ++i) gi[i] = g[i] * (1 - o[i] * o[i]);
+  // (1 - y)(1 + y), not 1 - y*y: near |y| = 1 the rounding of y*y would swamp the small result
+  for (std::size_t i = 0; i < n; ++i) gi[i] = g[i] * ((1 - o[i]) * (1 + o[i]));
 }
 
 void unary(F32VunaryFn f32, void (*f64)(std::size_t, const double*, double*), const ArrayView& x,
