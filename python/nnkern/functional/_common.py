@@ -96,9 +96,9 @@ def arrays(op: str, **named: Any) -> dict[str, Any]:
 
 
 # Views up to this many bytes are not checked against the machine's memory (the common case, kept
-# cheap); a smaller view that cannot be copied still fails with NumPy's MemoryError.
-_ALWAYS_FITS = 2**30
-ALWAYS_FITS = _ALWAYS_FITS  # for the call caches: inputs up to this size need no materialization check
+# cheap); a smaller view that cannot be copied still fails with NumPy's MemoryError. The pooling
+# call cache (functional/pool.py) takes only inputs up to this size, for the same reason.
+ALWAYS_FITS = 2**30
 
 
 @functools.lru_cache(maxsize=1)
@@ -149,7 +149,7 @@ def materializable(op: str, name: str, a: Any) -> None:
     if not isinstance(a, np.ndarray):
         return
     nbytes = a.nbytes
-    if nbytes <= _ALWAYS_FITS or a.flags.c_contiguous:
+    if nbytes <= ALWAYS_FITS or a.flags.c_contiguous:
         return
     limit = memory_limit()
     if limit is not None and nbytes > limit:
@@ -208,7 +208,7 @@ def dispatch(op: str, backend: str | None, on_device: bool, **inputs: Any):
     """The backend module that runs ``op`` for this call, once the validated ``inputs`` (name ->
     array or None) are known to fit in memory (:func:`materializable`)."""
     for name, a in inputs.items():
-        if a is not None and a.nbytes > _ALWAYS_FITS:
+        if a is not None and a.nbytes > ALWAYS_FITS:
             materializable(op, name, a)
     return backends.resolve(op, backend, on_device)[1]
 
