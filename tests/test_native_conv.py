@@ -124,7 +124,28 @@ CASES = {
     "3x3 tiles span images, 40 outputs (gemm)": (9, 5, 6, 5, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "zero batch depthwise": (0, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
+    # a 1x1 convolution's GEMM with B read in place (the strided AVX-512 kernel) on row remainders of
+    # 7, 9 and 11 output channels after a whole 14-row tile
+    "1x1 gemm on nchw, 21 outputs": (2, 8, 5, 7, 21, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "1x1 gemm on nchw, 23 outputs": (2, 8, 5, 7, 23, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "1x1 gemm on nchw, 25 outputs": (2, 8, 5, 7, 25, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
 }
+
+# The implicit pixel-rows kernel (AVX-512) at every tile height: an output row of w <= 14 pixels is one
+# tile of w rows, at pixel stride 1 (64 outputs, past the direct kernels' 32) and 2 (C3 and C4 run
+# 14-pixel tiles at stride 2); enough rows for 14+ pixels per image, two images (one per thread).
+for _s in (1, 2):
+    for _w in range(1, 15):
+        _oh = max(2, -(-14 // _w))
+        CASES[f"pixel rows implicit s{_s}, tiles of {_w} pixels"] = (
+            2, 2, _s * (_oh - 1) + 1, _s * (_w - 1) + 1, 64 if _s == 1 else 32, 3, 3, (_s, _s), (1, 1, 1, 1),
+            (1, 1), 1)
+# The weight gradient without im2col at every tap count it takes (4..14: one kernel per count) and both
+# column strides: 16 x 16 output planes (256 pixels), 40 outputs (past the direct kernels' 32).
+for _kh, _kw in ((2, 2), (1, 5), (2, 3), (1, 7), (2, 4), (3, 3), (2, 5), (1, 11), (3, 4), (1, 13), (2, 7)):
+    for _s in (1, 2):
+        CASES[f"wgrad taps {_kh}x{_kw}, stride {_s}"] = (
+            1, 2, _s * 15 + _kh, _s * 15 + _kw, 40, _kh, _kw, (_s, _s), (0, 0, 0, 0), (1, 1), 1)
 
 
 def make(case, dtype, seed=0):

@@ -58,6 +58,7 @@ CONFIGS = [
     (4, 0, 6, 8, 1, True),         # zero-sized batch
     (30, 1, 12, 64, 1, False),     # steps too small to split: a helper thread projects the input ahead
     (5, 11, 64, 48, 2, True),      # inputs of whole B panels (64; 96 above): the weight gradient packs x and h in place
+    (4, 2, 10, 20, 1, False),      # batch 2: the two-row wide kernel (one thread: 2 and 3 panels, G = 60 and 80)
 ]
 
 
