@@ -129,6 +129,19 @@ CASES = {
     "1x1 gemm on nchw, 21 outputs": (2, 8, 5, 7, 21, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "1x1 gemm on nchw, 23 outputs": (2, 8, 5, 7, 23, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "1x1 gemm on nchw, 25 outputs": (2, 8, 5, 7, 25, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    # depthwise row kernels (AVX-512): kernel widths 2 and 4..7 and 12 (8 + 4) for the weight gradient's
+    # taps per kernel row, unit and non-unit column stride; channel multipliers 1, 4, 8 and 9 (blocks of 8
+    # channels and remainders)
+    "depthwise 2x2 s1": (2, 4, 6, 9, 4, 2, 2, (1, 1), (0, 0, 0, 0), (1, 1), 4),
+    "depthwise 1x4 s1 multiplier 4": (2, 3, 6, 12, 12, 1, 4, (1, 1), (0, 0, 0, 0), (1, 1), 3),
+    "depthwise 2x5 s2 multiplier 4": (2, 2, 8, 15, 8, 2, 5, (2, 2), (1, 1, 2, 2), (1, 1), 2),
+    "depthwise 3x6 s1 multiplier 8": (1, 2, 7, 20, 16, 3, 6, (1, 1), (1, 1, 2, 3), (1, 1), 2),
+    "depthwise 1x7 s(1,2) multiplier 9": (2, 2, 5, 23, 18, 1, 7, (1, 2), (0, 0, 3, 3), (1, 1), 2),
+    "depthwise 1x12 s1": (1, 2, 3, 30, 2, 1, 12, (1, 1), (0, 0, 5, 6), (1, 1), 2),
+    "depthwise 2x6 s2": (2, 3, 9, 21, 3, 2, 6, (2, 2), (1, 0, 2, 2), (1, 1), 3),
+    "depthwise 3x2 s2": (2, 3, 9, 14, 3, 3, 2, (2, 2), (1, 1, 0, 1), (1, 1), 3),
+    "depthwise 1x4 s2": (1, 2, 4, 19, 2, 1, 4, (1, 2), (0, 0, 1, 2), (1, 1), 2),
+    "depthwise 2x7 s1": (2, 2, 6, 25, 2, 2, 7, (1, 1), (0, 1, 3, 3), (1, 1), 2),
 }
 
 # The implicit pixel-rows kernel (AVX-512) at every tile height: an output row of w <= 14 pixels is one
@@ -295,3 +308,51 @@ def test_weight_gradient_over_image_chunks():
     x64, w64, g64 = f64(x, w, g)
     expected = ref.conv2d_backward(g64, x64, w64, (1, 1), (0, 0, 0, 0), (1, 1), 1, (False, True, False))[1]
     assert rel_err(got, expected) <= TOL[np.dtype(np.float32)]
+
+
+def check_unpadded_stride_1(rng, n, c, kh, kw, outputs, oh, ow):
+    """conv2d (plain and fused) and conv2d_backward of an unpadded stride-1 convolution against the float64
+    reference, float32."""
+    x = rng.standard_normal((n, c, oh + kh - 1, ow + kw - 1)).astype(np.float32)
+    weight = (0.5 * rng.standard_normal((outputs, c, kh, kw))).astype(np.float32)
+    bias = rng.standard_normal(outputs).astype(np.float32)
+    residual = rng.standard_normal((n, outputs, oh, ow)).astype(np.float32)
+    grad = rng.standard_normal((n, outputs, oh, ow)).astype(np.float32)
+    geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    x64, w64, b64, r64, g64 = f64(x, weight, bias, residual, grad)
+    expected = [ref.conv2d(x64, w64, None, *geo, None, None), ref.conv2d(x64, w64, b64, *geo, "relu", r64)]
+    expected += ref.conv2d_backward(g64, x64, w64, *geo, (True, True, True))
+    got = run_all(x, weight, bias, residual, grad, geo)
+    for name, out, exp in zip(["out", "out fused", "grad_input", "grad_weight", "grad_bias"], got, expected):
+        assert rel_err(out, exp) <= TOL[np.dtype(np.float32)], f"{name}: n={n} c={c} k={kh}x{kw} out {oh}x{ow}"
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("outputs", [1, 2, 3, 9, 16, 17, 18, 20, 23, 29, 32])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_direct_kernels_every_tile_shape(isa, outputs, n_threads, threads):
+    """Few-channel stride-1 convolutions of one image (the direct kernels of direct.h on AVX-512). Up to 16
+    outputs: the channels in the lanes, rows cut into balanced segments of 1..16 pixels. 17..32 outputs:
+    row tiles of the channels a task owns (one image: split over 1..3 threads) -- up to 6 as one block,
+    more in balanced blocks of at most 4 -- against balanced runs of up to 6 16-pixel row segments, with
+    unmasked loads where the buffer goes on and masked ones at its end. The weight gradient: tiles of at
+    most 4 channels x 6 taps (one input channel too), or with 9..16 outputs the channels in the lanes
+    (kw 2..7); grad_input as the same kernels with the channels swapped."""
+    threads(n_threads)
+    rng = np.random.default_rng(outputs)
+    for c, (kh, kw) in [(2, (1, 2)), (3, (2, 2)), (2, (3, 3)), (5, (1, 5)), (1, (1, 3)), (1, (1, 7)), (2, (2, 6))]:
+        for oh, ow in [(3, 1), (1, 2), (2, 3), (1, 4), (2, 5), (1, 6), (3, 7), (2, 16), (1, 17), (3, 33), (7, 40)]:
+            check_unpadded_stride_1(rng, 1, c, kh, kw, outputs, oh, ow)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("outputs", [1, 2, 3, 4, 5, 6, 7])
+def test_image_lanes_every_tile_shape(isa, outputs, threads):
+    """16 images (image_lanes.h on AVX-512: the images in the lanes): tiles of up to 6 output channels
+    (balanced blocks) x up to 4 output pixels of a row (rows of 1..7 pixels: every remainder), forward and
+    grad_input (the same tiles with the channels swapped)."""
+    threads(1)
+    rng = np.random.default_rng(100 + outputs)
+    for c, (kh, kw) in [(2, (2, 2)), (1, (3, 3)), (3, (1, 2))]:
+        for oh, ow in [(2, 1), (1, 2), (2, 3), (1, 5), (2, 6), (1, 7)]:
+            check_unpadded_stride_1(rng, 16, c, kh, kw, outputs, oh, ow)
