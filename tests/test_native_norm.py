@@ -189,20 +189,24 @@ def test_fused_relu_and_residual(dtype, hw, training, form):
     np.testing.assert_allclose(out, plain, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
 
 
-def test_fused_large_streams_and_keeps_nan(threads):
-    """A fused output above the streaming threshold, 1 and 2 threads: same bits; NaN passes the ReLU."""
+@pytest.mark.parametrize("form", [("relu", True), ("relu", False), (None, True)])
+def test_fused_large_streams_and_keeps_nan(threads, form):
+    """Each fused form with an output above the streaming threshold (its own streamed kernel), 1 and 2
+    threads: same bits; NaN passes the ReLU and the residual add."""
+    activation, with_residual = form
     rng = np.random.default_rng(7)
     x, w, b, rm, rv, _ = make(rng, (4, 8, 182, 182), np.float32)
-    r = rng.standard_normal(x.shape).astype(np.float32)
+    r = rng.standard_normal(x.shape).astype(np.float32) if with_residual else None
     x[1, 2, 3, 4] = np.nan
     outs = []
     for t in (1, 2):
         _cpu.set_num_threads(t)
-        outs.append(_cpu.batch_norm(x, rm.copy(), rv.copy(), w, b, False, 0.1, 1e-5, "relu", r)[0])
+        outs.append(_cpu.batch_norm(x, rm.copy(), rv.copy(), w, b, False, 0.1, 1e-5, activation, r)[0])
     assert np.array_equal(outs[0], outs[1], equal_nan=True)
     assert np.isnan(outs[0][1, 2, 3, 4]) and np.isnan(outs[0]).sum() == 1
     expected = ref.batch_norm(x.astype(np.float64), rm.astype(np.float64), rv.astype(np.float64), w.astype(np.float64),
-                              b.astype(np.float64), False, 0.1, 1e-5, "relu", r.astype(np.float64))[0]
+                              b.astype(np.float64), False, 0.1, 1e-5, activation,
+                              None if r is None else r.astype(np.float64))[0]
     finite = ~np.isnan(expected)
     assert rel_err(outs[0][finite], expected[finite]) <= 1e-5
 

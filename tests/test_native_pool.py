@@ -45,7 +45,7 @@ def close(actual, expected, dtype):
 # widths around the 8- and 16-output vector blocks, with and without padding and ceil_mode
 MAX_CASES = [(3, 2, 1, 1, False), (3, 2, 0, 1, True), (2, 2, 0, 1, False), (3, 1, 1, 1, False),
              (2, 1, 0, 2, False), (3, 2, 1, 2, True), (5, 2, 2, 1, False)]
-WIDTHS = [1, 3, 7, 16, 17, 31, 33, 34, 35, 47, 66, 112]
+WIDTHS = [1, 3, 7, 16, 17, 31, 33, 34, 35, 47, 66, 80, 112]
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -148,7 +148,9 @@ def test_avg_pool_divisor_bits(isa):
 
 
 AVG_CASES = [(2, 2, 0, False, True), (3, 2, 1, False, False), (3, 2, 1, True, True), (3, 2, 1, True, False),
-             (3, 1, 1, False, True), (2, 1, 0, True, True), (4, 2, 2, True, False)]
+             (3, 1, 1, False, True), (2, 1, 0, True, True), (4, 2, 2, True, False),
+             # two columns at stride 2 under a divisor that is not a power of two (3 x 2: a division)
+             ((3, 2), (1, 2), 0, False, True)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -157,7 +159,7 @@ AVG_CASES = [(2, 2, 0, False, True), (3, 2, 1, False, False), (3, 2, 1, True, Tr
 def test_avg_pool_widths(isa, k, s, p, ceil, include, dtype):
     rng = np.random.default_rng(3)
     for w in WIDTHS:
-        if w + 2 * p < k:
+        if w + 2 * p < (k if isinstance(k, int) else k[1]):
             continue
         x = rand(rng, (2, 2, 6, w), dtype)
         args = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil, count_include_pad=include)
