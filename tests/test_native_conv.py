@@ -142,6 +142,9 @@ CASES = {
     "depthwise 3x2 s2": (2, 3, 9, 14, 3, 3, 2, (2, 2), (1, 1, 0, 1), (1, 1), 3),
     "depthwise 1x4 s2": (1, 2, 4, 19, 2, 1, 4, (1, 2), (0, 0, 1, 2), (1, 1), 2),
     "depthwise 2x7 s1": (2, 2, 6, 25, 2, 2, 7, (1, 1), (0, 1, 3, 3), (1, 1), 2),
+    # dw3x3 weight gradients whose last row group is 1 or 2 rows (groups of 4 rows on AVX-512, 2 otherwise)
+    "dw3x3 s1 height 9": (2, 3, 9, 18, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3),
+    "dw3x3 s1 height 10": (1, 2, 10, 20, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
 }
 
 # The implicit pixel-rows kernel (AVX-512) at every tile height: an output row of w <= 14 pixels is one
@@ -252,9 +255,11 @@ def test_output_mask_and_non_contiguous_input():
 
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
 @pytest.mark.parametrize("case", ["dw3x3 s1 width 33 height 4 asym pad", "dw3x3 s1 channel multiplier, padding 0",
-                                  "depthwise 3x3 s2 w33"])
-def test_depthwise_non_contiguous_input_and_output_mask(isa, case):
-    x, weight, bias, residual, grad, geo = make(case, np.float32, seed=3)
+                                  "depthwise 3x3 s2 w33", "dw3x3 s1 height 9", "dw3x3 s1 height 10",
+                                  "dw3x3 s1 six channels"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_non_contiguous_input_and_output_mask(isa, case, dtype):
+    x, weight, bias, residual, grad, geo = make(case, dtype, seed=3)
     stride, pad, dil, groups = geo
     xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # same values, other strides
     gt = np.empty(grad.shape[:3] + (2 * grad.shape[3],), grad.dtype)[..., ::2]  # every other column

@@ -118,17 +118,18 @@ def test_batch_first_no_bias_non_contiguous(mode):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_batch_split_backward_matches_reference(mode, batch_first, bias, threads):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_split_backward_matches_reference(mode, batch_first, bias, threads, dtype):
     """One direction, 19 batch rows: at 2 threads the members split the batch (10 + 9 rows, every step of
     their own rows, the bias gradients summed per row), at 3 threads the hidden units; time-major and
-    batch-major rows, with and without biases."""
+    batch-major rows, with and without biases; float32 and float64 (its own team instantiations)."""
     rng = np.random.default_rng(21)
     t_len, n, i_size, hid = 9, 19, 24, 128
-    x, hx, params = _problem(rng, mode, t_len, n, i_size, hid, 1, False, np.float32, bias=bias)
-    go = rng.standard_normal((t_len, n, hid)).astype(np.float32)
+    x, hx, params = _problem(rng, mode, t_len, n, i_size, hid, 1, False, dtype, bias=bias)
+    go = rng.standard_normal((t_len, n, hid)).astype(dtype)
     if batch_first:
         x, go = x.transpose(1, 0, 2).copy(), go.transpose(1, 0, 2).copy()
-    grads = (go, rng.standard_normal((1, n, hid)).astype(np.float32), rng.standard_normal((1, n, hid)).astype(np.float32))
+    grads = (go, rng.standard_normal((1, n, hid)).astype(dtype), rng.standard_normal((1, n, hid)).astype(dtype))
     kw = dict(batch_first=batch_first, has_biases=bias)
     ref = _run(mode, "numpy", x, hx, params, grads, **kw)
     old = nk.get_num_threads()
@@ -139,8 +140,8 @@ def test_batch_split_backward_matches_reference(mode, batch_first, bias, threads
         nk.set_num_threads(old)
     assert len(got) == len(ref)
     for k, (a, b) in enumerate(zip(got, ref)):
-        assert a.shape == b.shape, f"result {k}"
-        assert_close(a, b, 2e-5, f"{mode} result {k}")
+        assert a.shape == b.shape and a.dtype == b.dtype, f"result {k}"
+        assert_close(a, b, 2e-5 if dtype == np.float32 else RTOL[np.float64], f"{mode} result {k}")
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
