@@ -170,6 +170,22 @@ def test_reruns_bit_identical(rng):
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_training_on_an_empty_batch(dtype):
+    """No rows: the statistics kernel's empty-batch branch (mean 0, invstd 1 / sqrt(eps), running
+    statistics untouched, as PyTorch), equal to the reference; the backward gives zeros."""
+    x = np.zeros((0, 3, 4, 4), dtype)
+    rm, rv = np.full(3, 0.5, dtype), np.full(3, 2.0, dtype)
+    out, mean, invstd = nk.batch_norm(x, rm, rv, training=True, return_stats=True, backend=BACKEND)
+    _, mean_ref, invstd_ref = nk.batch_norm(x, rm.copy(), rv.copy(), training=True, return_stats=True,
+                                            backend="numpy")
+    assert out.shape == x.shape and out.dtype == dtype
+    assert np.array_equal(mean, mean_ref) and np.array_equal(invstd, invstd_ref)
+    assert np.all(rm == 0.5) and np.all(rv == 2.0)
+    gx = nk.batch_norm_backward(x, x, None, mean, invstd, backend=BACKEND)
+    assert gx[0].shape == x.shape
+
+
 def test_batch_norm_running_stats_updated_in_place_even_strided(rng):
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)
     rm, rv = np.zeros(6, np.float32)[::2], np.ones(6, np.float32)[::2]  # non-contiguous views
