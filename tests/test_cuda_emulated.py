@@ -173,7 +173,7 @@ def test_reruns_bit_identical(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_norm_training_on_an_empty_batch(dtype):
     """No rows: the statistics kernel's empty-batch branch (mean 0, invstd 1 / sqrt(eps), running
-    statistics untouched, as PyTorch), equal to the reference; the backward gives zeros."""
+    statistics untouched, as PyTorch), equal to the reference; the backward returns an empty gradient."""
     x = np.zeros((0, 3, 4, 4), dtype)
     rm, rv = np.full(3, 0.5, dtype), np.full(3, 2.0, dtype)
     out, mean, invstd = nk.batch_norm(x, rm, rv, training=True, return_stats=True, backend=BACKEND)

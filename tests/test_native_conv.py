@@ -202,20 +202,23 @@ def run_all(x, weight, bias, residual, grad, geo):
     return outs
 
 
+def assert_matches_reference(x, weight, bias, residual, grad, geo, what=""):
+    """run_all's five results (plain and fused forward, the three gradients) against the float64 reference
+    of the same rounded inputs: dtype, shape and relative error."""
+    x64, w64, b64, r64, g64 = f64(x, weight, bias, residual, grad)
+    expected = [ref.conv2d(x64, w64, None, *geo, None, None), ref.conv2d(x64, w64, b64, *geo, "relu", r64)]
+    expected += ref.conv2d_backward(g64, x64, w64, *geo, (True, True, True))
+    got = run_all(x, weight, bias, residual, grad, geo)
+    for name, out, exp in zip(["out", "out fused", "grad_input", "grad_weight", "grad_bias"], got, expected):
+        assert out.dtype == x.dtype and out.shape == exp.shape, f"{name} {what}"
+        assert rel_err(out, exp) <= TOL[x.dtype], f"{name} {what}"
+
+
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CASES))
 def test_against_reference(isa, dtype, case):
-    x, weight, bias, residual, grad, geo = make(case, dtype)
-    stride, pad, dil, groups = geo
-    x64, w64, b64, r64, g64 = f64(x, weight, bias, residual, grad)
-    expected = [ref.conv2d(x64, w64, None, stride, pad, dil, groups, None, None),
-                ref.conv2d(x64, w64, b64, stride, pad, dil, groups, "relu", r64)]
-    expected += ref.conv2d_backward(g64, x64, w64, stride, pad, dil, groups, (True, True, True))
-    got = run_all(x, weight, bias, residual, grad, geo)
-    for name, out, exp in zip(["out", "out fused", "grad_input", "grad_weight", "grad_bias"], got, expected):
-        assert out.dtype == dtype and out.shape == exp.shape, name
-        assert rel_err(out, exp) <= TOL[np.dtype(dtype)], name
+    assert_matches_reference(*make(case, dtype))
 
 
 @pytest.mark.parametrize("case", ["1x1 large plane", "3x3 several tiles per image", "3x3 tiles span images",
@@ -316,20 +319,14 @@ def test_weight_gradient_over_image_chunks():
 
 
 def check_unpadded_stride_1(rng, n, c, kh, kw, outputs, oh, ow):
-    """conv2d (plain and fused) and conv2d_backward of an unpadded stride-1 convolution against the float64
-    reference, float32."""
+    """An unpadded stride-1 float32 convolution of these sizes against the reference (assert_matches_reference)."""
     x = rng.standard_normal((n, c, oh + kh - 1, ow + kw - 1)).astype(np.float32)
     weight = (0.5 * rng.standard_normal((outputs, c, kh, kw))).astype(np.float32)
     bias = rng.standard_normal(outputs).astype(np.float32)
     residual = rng.standard_normal((n, outputs, oh, ow)).astype(np.float32)
     grad = rng.standard_normal((n, outputs, oh, ow)).astype(np.float32)
-    geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
-    x64, w64, b64, r64, g64 = f64(x, weight, bias, residual, grad)
-    expected = [ref.conv2d(x64, w64, None, *geo, None, None), ref.conv2d(x64, w64, b64, *geo, "relu", r64)]
-    expected += ref.conv2d_backward(g64, x64, w64, *geo, (True, True, True))
-    got = run_all(x, weight, bias, residual, grad, geo)
-    for name, out, exp in zip(["out", "out fused", "grad_input", "grad_weight", "grad_bias"], got, expected):
-        assert rel_err(out, exp) <= TOL[np.dtype(np.float32)], f"{name}: n={n} c={c} k={kh}x{kw} out {oh}x{ow}"
+    assert_matches_reference(x, weight, bias, residual, grad, ((1, 1), (0, 0, 0, 0), (1, 1), 1),
+                             f"n={n} c={c} k={kh}x{kw} out {oh}x{ow}")
 
 
 @pytest.mark.parametrize("isa", ISAS, indirect=True)

@@ -141,7 +141,7 @@ def test_batch_split_backward_matches_reference(mode, batch_first, bias, threads
     assert len(got) == len(ref)
     for k, (a, b) in enumerate(zip(got, ref)):
         assert a.shape == b.shape and a.dtype == b.dtype, f"result {k}"
-        assert_close(a, b, 2e-5 if dtype == np.float32 else RTOL[np.float64], f"{mode} result {k}")
+        assert_close(a, b, RTOL[dtype], f"{mode} result {k}")
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
