@@ -184,6 +184,23 @@ def test_global_average(isa, hw):
     close(out, ref, np.float32)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("hw", [(1, 1), (7, 7), (4, 8), (5, 13)])
+def test_global_average_bits_do_not_depend_on_position(isa, hw):
+    """The AVX-512 kernel sums planes four at a time and the last few one by one: a plane's sum has
+    the same bits in either path, so a plane gives the same result wherever it starts in the input."""
+    rng = np.random.default_rng(11)
+    x = rng.uniform(1e3, 2e3, (1, 23) + hw).astype(np.float32)  # no cancellation: sums to any bits
+    with family(isa):
+        whole = nk.adaptive_avg_pool2d(x, 1, backend="cpu")
+        for start in range(1, 5):
+            part = nk.adaptive_avg_pool2d(np.ascontiguousarray(x[:, start:]), 1, backend="cpu")
+            np.testing.assert_array_equal(part, whole[:, start:])
+        one_by_one = [nk.adaptive_avg_pool2d(x[:, i:i + 1], 1, backend="cpu") for i in range(x.shape[1])]
+    np.testing.assert_array_equal(np.concatenate(one_by_one, axis=1), whole)
+    close(whole, nk.adaptive_avg_pool2d(x.astype(np.float64), 1, backend="numpy"), np.float32)
+
+
 def test_max_pool_backward_overlapping_windows():
     rng = np.random.default_rng(5)
     x = rng.integers(0, 2, size=(2, 3, 11, 13)).astype(np.float64)  # shared maxima of overlapping windows
