@@ -29,12 +29,29 @@ def test_info_command():
 
 
 def test_bench_smoke(tmp_path):
-    """Every row of the suite, every contender, once, at tiny sizes."""
-    out = tmp_path / "bench.json"
-    proc = run("bench", "--smoke", "--json", str(out))
+    """Every row of the suite, every contender, once, at tiny sizes; with torch installed, the pooling
+    and batch-norm rows also run PyTorch on channels_last copies, checked against NCHW PyTorch."""
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    proc = run("bench", "--smoke", "--json", str(out), "--markdown", str(md))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["rows"], "no rows were run"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    layout_rows = {"P1", "P1b", "P2", "B1", "B1b", "B2"}
+    for row in data["rows"]:
+        cl = row["contenders"].get("torch_channels_last")
+        if row["id"] not in layout_rows:
+            assert cl is None, row["id"]
+            continue
+        assert cl is not None and cl["status"] == "ok", (row["id"], cl)
+        assert row["check"]["torch_channels_last"]["ok"], row["check"]
+        assert row["speedup_vs_torch_channels_last"] > 0
+    layout_part = md.read_text().split("## PyTorch on channels_last")[1]
+    assert {line.split("|")[1].strip() for line in layout_part.splitlines() if line.startswith("| ")} \
+        >= layout_rows
 
 
 def test_use_backend_is_scoped():

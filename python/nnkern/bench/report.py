@@ -107,6 +107,37 @@ def markdown_table(results: List[Dict[str, Any]], notes: Optional[Footnotes] = N
     return [line(COLUMNS), sep, *(line(b) for b in body)]
 
 
+LAYOUT_COLUMNS = ("id", "op", "nnkern ms (NCHW)", "torch ms (NCHW)", "torch ms (channels_last)",
+                  "x vs torch channels_last")
+LAYOUT_TITLE = "PyTorch on channels_last copies of the same data (its fastest CPU layout for these ops)"
+LAYOUT_LEGEND = ("Issue 4 set the pooling and batch-norm targets against NCHW PyTorch so as to beat PyTorch's "
+                 "best layout too (on BENCH.md's machine channels_last ran P1 in 1.8 ms, P2 in 0.18 ms, B1 in "
+                 "2.9 ms). x vs torch channels_last: that time / nnkern's (NCHW) time.")
+
+
+def layout_table(results: List[Dict[str, Any]], notes: Optional[Footnotes] = None) -> List[str]:
+    """The rows timed against PyTorch in channels_last too, as a Markdown table (empty when none were)."""
+    notes = notes or Footnotes()
+    body = [[r["id"], r["op"], _ms_cell(r, "nnkern", notes), _ms_cell(r, "torch", notes),
+             _ms_cell(r, "torch_channels_last", notes), fmt_ratio(r.get("speedup_vs_torch_channels_last"))]
+            for r in results if "torch_channels_last" in r["contenders"]]
+    if not body:
+        return []
+    widths = [max(len(LAYOUT_COLUMNS[i]), *(len(b[i]) for b in body)) for i in range(len(LAYOUT_COLUMNS))]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i >= 2 else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    sep = "| " + " | ".join(("-" * (w - 1) + ":") if i >= 2 else "-" * w for i, w in enumerate(widths)) + " |"
+    return [line(LAYOUT_COLUMNS), sep, *(line(b) for b in body)]
+
+
+def layout_lines(results: List[Dict[str, Any]], notes: Footnotes) -> List[str]:
+    """The channels_last table with its title and legend, for the terminal report."""
+    table = layout_table(results, notes)
+    return ["", LAYOUT_TITLE + ":", "", *table, "", LAYOUT_LEGEND] if table else []
+
+
 # Other processes taking more than this fraction of the machine's CPUs during a row make its timings suspect.
 CONTENTION = 0.05
 
@@ -156,14 +187,18 @@ def header_lines(meta: Dict[str, Any]) -> List[str]:
 def text_report(meta: Dict[str, Any], results: List[Dict[str, Any]]) -> str:
     notes = Footnotes()
     table = markdown_table(results, notes)
-    return "\n".join([*header_lines(meta), "", *table, "", LEGEND, *notes.lines()]) + "\n"
+    layouts = layout_lines(results, notes)
+    return "\n".join([*header_lines(meta), "", *table, "", LEGEND, *layouts, *notes.lines()]) + "\n"
 
 
 def write_markdown(path: str, meta: Dict[str, Any], results: List[Dict[str, Any]]) -> None:
     notes = Footnotes()
     table = markdown_table(results, notes)
     head = header_lines(meta)
+    layouts = layout_table(results, notes)
     out = [f"# {head[0]}", "", *(f"- {h}" for h in head[1:]), "", *table, "", LEGEND, ""]
+    if layouts:
+        out += [f"## {LAYOUT_TITLE}", "", *layouts, "", LAYOUT_LEGEND, ""]
     out += [f"{n}  " for n in notes.lines()]
     Path(path).write_text("\n".join(out) + "\n", encoding="utf-8")
 

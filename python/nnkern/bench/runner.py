@@ -13,7 +13,7 @@ import nnkern
 from . import machine, report, suite
 from .timing import SETTLE_S, Timing, describe, measure
 
-CONTENDERS = ("nnkern", "numpy", "torch")
+CONTENDERS = ("nnkern", "numpy", "torch", "torch_channels_last")
 # Relative difference (2-norm) above which a contender's result is flagged as differing from the reference.
 # A sanity check of the benchmark's wiring only: accuracy is what tests/ check.
 CHECK_TOL = 2e-3
@@ -165,7 +165,7 @@ def row_result(row: suite.Row, shape: str, work: float, timings: Dict[str, Timin
     rate = work / (nk * 1e-3) / 1e9 if nk else None
     ceiling = ceilings.get("peak_gflops" if row.metric == "flop" else "copy_gbs")
     pct = 100 * rate / ceiling if rate and ceiling else None
-    sp_np, sp_t = speedup("numpy"), speedup("torch")
+    sp_np, sp_t, sp_tcl = speedup("numpy"), speedup("torch"), speedup("torch_channels_last")
     if row.target_peak is not None:
         meets = None if pct is None else pct >= 100 * row.target_peak
     else:
@@ -180,7 +180,7 @@ def row_result(row: suite.Row, shape: str, work: float, timings: Dict[str, Timin
         "contenders": {n: {"status": t.status, "reason": t.reason, "median_ms": t.median_ms,
                            "min_ms": t.min_ms,                           "samples_ms": t.samples_ms, "iters_per_sample": t.iters, "rounds": t.rounds,
                            "warmup_ms": t.warmup_ms} for n, t in timings.items()},
-        "speedup_vs_numpy": sp_np, "speedup_vs_torch": sp_t,
+        "speedup_vs_numpy": sp_np, "speedup_vs_torch": sp_t, "speedup_vs_torch_channels_last": sp_tcl,
         "nnkern_rate": rate, "rate_unit": "GFLOP/s" if row.metric == "flop" else "GB/s", "pct_peak": pct,
         "meets_target": meets, "meets_numpy_target": meets_np,
         "ops": list(row.ops),
@@ -234,7 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
     torch, torch_note = _import_torch(args.no_torch)
-    enabled = [c for c in CONTENDERS if not (c == "numpy" and args.no_numpy) and not (c == "torch" and torch is None)]
+    enabled = [c for c in CONTENDERS
+               if not (c == "numpy" and args.no_numpy) and not (c.startswith("torch") and torch is None)]
     thread_state = _set_threads(threads, torch)
     progress = Progress()
     progress("measuring the machine's ceilings")
@@ -277,7 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress.clear()
 
     notes = report.Footnotes()
-    print("\n".join(["", *report.markdown_table(results, notes), "", report.LEGEND, *notes.lines()]), flush=True)
+    layouts = report.layout_lines(results, notes)
+    print("\n".join(["", *report.markdown_table(results, notes), "", report.LEGEND, *layouts, *notes.lines()]),
+          flush=True)
     if args.json:
         report.write_json(args.json, meta, results)
     if args.markdown:
