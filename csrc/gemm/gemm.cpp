@@ -246,20 +246,31 @@ void gemm_block(const GemmArgs<T>& g, const GemmKernel<T>& uk, const Blocking& b
 }
 
 // Small m: columns split over threads in runs of 64 (a multiple of the dot
-// kernel's 4), each column's sum computed whole by one thread.
+// kernel's 4), each column's sum computed whole by one thread. More rows than
+// the kernel takes (kDotMaxM) run as groups of kDotMaxM rows over blocks of
+// W's rows sized to stay in L1 (W streams from memory once, the row groups
+// reuse each block from L1). Every element is the kernel's own 16-lane sum
+// whatever its group, block or thread: the same bits for any m and split.
 template <class T>
 void gemm_dot(const GemmArgs<T>& g, GemmDotFn<T> dot) {
-  constexpr std::size_t kCols = 64;
+  constexpr std::size_t kCols = 64, kL1Bytes = std::size_t{16} << 10;
   const std::size_t col_tasks = (g.n + kCols - 1) / kCols;
   const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.k);
   const std::size_t tasks =
       std::max<std::size_t>(1, std::min<double>(static_cast<double>(col_tasks), flops / kMinTaskFlops));
   const auto lda = static_cast<std::size_t>(g.a.row_stride), ldw = static_cast<std::size_t>(g.b.col_stride);
+  const std::size_t block =
+      g.m <= kDotMaxM ? kCols : std::max<std::size_t>(4, std::min(kCols, kL1Bytes / (std::max<std::size_t>(g.k, 1) * sizeof(T))) / 4 * 4);
   parallel_for(tasks, [&](std::size_t first, std::size_t last) {
     const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kCols;
     const std::size_t j1 = std::min(g.n, chunk_range(col_tasks, tasks, last - 1).second * kCols);
-    dot(g.m, j1 - j0, g.k, g.a.data, lda, g.b.data + j0 * ldw, ldw, g.c + j0, g.ldc, g.alpha, g.beta,
-        g.bias != nullptr ? g.bias + j0 : nullptr);
+    for (std::size_t jb = j0; jb < j1; jb += block) {
+      const std::size_t nb = std::min(block, j1 - jb);
+      for (std::size_t i = 0; i < g.m; i += kDotMaxM) {
+        dot(std::min(kDotMaxM, g.m - i), nb, g.k, g.a.data + i * lda, lda, g.b.data + jb * ldw, ldw,
+            g.c + i * g.ldc + jb, g.ldc, g.alpha, g.beta, g.bias != nullptr ? g.bias + jb : nullptr);
+      }
+    }
   });
 }
 
@@ -306,6 +317,17 @@ std::size_t column_align(Isa isa, double) { return kernel_for(isa, double()).nr;
 
 void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
+bool gemm_by_rows(const GemmArgs<float>& args) {
+  const GemmKernel<float> uk = kernel_for(active_isa(), float());
+  const GemmArgs<float>& g = args;
+  if (uk.dot == nullptr || g.a.col_stride != 1 || g.b.row_stride != 1 || g.a.row_stride < 0 || g.b.col_stride < 0) {
+    return false;
+  }
+  if (g.m != 0 && g.n != 0) gemm_dot(g, uk.dot);
+  return true;
+}
+bool gemm_by_rows(const GemmArgs<double>&) { return false; }
+
 void gemm(const GemmArgs<float>& args) { gemm_typed(args, active_isa()); }
 void gemm(const GemmArgs<double>& args) { gemm_typed(args, active_isa()); }
 void gemm(const GemmArgs<float>& args, const PreparedB<float>& b) {

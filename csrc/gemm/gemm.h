@@ -74,6 +74,14 @@ class PreparedB;
 std::size_t dot_rows(float);
 std::size_t dot_rows(double);
 
+// C = alpha * A * W^T + beta * C (+ bias) by the dot kernel (W's rows and A's
+// rows contiguous: args.b = W^T with unit row stride), any m: rows in groups of
+// dot_rows(), W read once per block of its rows, nothing packed or cached; each
+// element the same 16-lane sum as for m <= dot_rows(). False (nothing done)
+// when the kernel family or the strides do not allow it.
+bool gemm_by_rows(const GemmArgs<float>& args);
+bool gemm_by_rows(const GemmArgs<double>& args);
+
 // The width of B's panels (NR) with a kernel family: PreparedB::column_align().
 std::size_t column_align(Isa isa, float);
 std::size_t column_align(Isa isa, double);

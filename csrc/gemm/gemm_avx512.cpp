@@ -10,6 +10,7 @@
 
 #include "gemm/gemm_ukernel.h"
 #include "gemm/transpose16_avx512.h"
+#include "vmath/hsum4_avx512.h"
 
 namespace nnkern::gemm {
 namespace {
@@ -284,27 +285,43 @@ void gemm_tile(std::size_t mr, std::size_t nr, std::size_t kc, const T* a, const
 }
 
 // rows (<= 4) rows of A against JW rows of W: 16-lane partial sums along k,
-// reduced at the end. No packing: each W element is used by every A row
+// reduced at the end (four W rows' sums together by hsum4, each with the bits
+// of its own reduction). No packing: each W element is used by every A row
 // while it is in a register, which is all the reuse a small m allows.
 template <std::size_t ROWS, std::size_t JW>
 void dot_rows(std::size_t k, const float* a, std::size_t lda, const float* w, std::size_t ldw, float* c,
               std::size_t ldc, float alpha, float beta, const float* bias) {
+  // (fully unrolled: the accumulators stay in registers instead of being
+  // stored back to the stack after every FMA)
   __m512 acc[ROWS][JW];
+#pragma GCC unroll 4
   for (std::size_t i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
     for (std::size_t j = 0; j < JW; ++j) acc[i][j] = _mm512_setzero_ps();
   }
   for (std::size_t p = 0; p < k; p += 16) {
     const __mmask16 m = Zmm<float>::mask(k - p);
     __m512 wv[JW];
+#pragma GCC unroll 4
     for (std::size_t j = 0; j < JW; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + p);
+#pragma GCC unroll 4
     for (std::size_t i = 0; i < ROWS; ++i) {
       const __m512 av = _mm512_maskz_loadu_ps(m, a + i * lda + p);
+#pragma GCC unroll 4
       for (std::size_t j = 0; j < JW; ++j) acc[i][j] = _mm512_fmadd_ps(av, wv[j], acc[i][j]);
     }
   }
+#pragma GCC unroll 4
   for (std::size_t i = 0; i < ROWS; ++i) {
+    float sums[JW];
+    if constexpr (JW == 4) {
+      _mm_storeu_ps(sums, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+    } else {
+#pragma GCC unroll 4
+      for (std::size_t j = 0; j < JW; ++j) sums[j] = _mm512_reduce_add_ps(acc[i][j]);
+    }
     for (std::size_t j = 0; j < JW; ++j) {
-      float v = _mm512_reduce_add_ps(acc[i][j]) * alpha;
+      float v = sums[j] * alpha;
       if (beta != 0.0f) v += beta * c[i * ldc + j];
       if (bias != nullptr) v += bias[j];
       c[i * ldc + j] = v;

@@ -17,6 +17,18 @@ using gemm::row_major;
 
 std::size_t dim(const ArrayView& v, std::size_t d) { return static_cast<std::size_t>(v.shape[d]); }
 
+// A few rows against a long weight: dot products on W's rows in groups of
+// rows (gemm_by_rows: W read once per call, nothing packed) instead of the
+// cached packed W^T, whose check alone reads W and its copy on every call.
+// Measured (bench/NOTES.md, session 12; 1024 x 256 weight, 1 thread): 16 rows
+// 121 vs 195 us, 32 rows 218 vs 249; 4 MiB weights still gain at 32 rows;
+// short rows (k = 64) lose from 8 rows on (the 16-lane sums' reduction per
+// element dominates).
+bool by_rows(std::size_t m, std::size_t n, std::size_t k, std::size_t elem) {
+  if (k < 128) return false;
+  return m <= 16 || (m <= 32 && n * k * elem >= (std::size_t{1} << 20));
+}
+
 template <class T>
 void linear_typed(const ArrayView& x, const ArrayView& w, const ArrayView* bias, const ArrayView& out) {
   GemmArgs<T> g;
@@ -32,6 +44,7 @@ void linear_typed(const ArrayView& x, const ArrayView& w, const ArrayView* bias,
     gemm::gemm(g);  // small batches: dot products on W's rows, nothing packed
     return;
   }
+  if (by_rows(g.m, g.n, g.k, sizeof(T)) && gemm::gemm_by_rows(g)) return;
   // W^T packed once, kept in the weight cache
   gemm::gemm(g, *gemm::cached_prepared_b(g.b, g.n * g.k * sizeof(T), g.k, g.n, 1, 0x4c494e31ull));
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "pool/pool_rows.h"
+#include "vmath/hsum4_avx512.h"
 
 namespace nnkern::pool {
 namespace {
@@ -370,28 +371,13 @@ class PlaneLanes {
   __mmask16 part_mask_;
 };
 
-// The sums of four planes' lane vectors, lane p for plane p: the horizontal
-// adds of the four run side by side in shared shuffles (a plane alone costs
-// as many shuffles as four together). Each plane's lanes are added in
-// _mm512_reduce_add_ps's pairing -- (l, l+8), (l, l+4), (l, l+2), (l, l+1) --
-// so its sum has the same bits as when it is reduced alone.
-inline __m128 reduce4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
-  // lanes 0-7: v0's (l, l+8) sums, 8-15: v1's (and v2, v3 in b)
-  const __m512 a = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x44), _mm512_shuffle_f32x4(v0, v1, 0xEE));
-  const __m512 b = _mm512_add_ps(_mm512_shuffle_f32x4(v2, v3, 0x44), _mm512_shuffle_f32x4(v2, v3, 0xEE));
-  // 128-bit block j: plane j's (l, l+4) sums
-  const __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
-  const __m512 d = _mm512_add_ps(c, _mm512_permute_ps(c, 0x4E));  // (l, l+2)
-  const __m512 e = _mm512_add_ps(d, _mm512_movehdup_ps(d));       // (l, l+1): lane 4j holds plane j
-  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), e));
-}
-
 // Planes ahead of the ones being summed whose lines are prefetched: the L2
 // streamer alone keeps too few lines in flight (measured at 8192 planes of 49
 // floats, 1 thread: 2.8-2.9 ns per plane against 3.2 without).
 constexpr std::size_t kGavgPrefetchPlanes = 16;
 
-// Four planes at a time (reduce4), the rest one by one: the same bits either way.
+// Four planes at a time (their sums by hsum4, vmath/hsum4_avx512.h), the rest
+// one by one: the same bits either way.
 void f32_gavgpool_avx512(std::size_t planes, std::size_t hw, const float* x, float inv_hw, float* out) {
   const PlaneLanes lanes(hw);
   const __m128 inv = _mm_set1_ps(inv_hw);
@@ -402,7 +388,7 @@ void f32_gavgpool_avx512(std::size_t planes, std::size_t hw, const float* x, flo
     const std::uintptr_t ahead = reinterpret_cast<std::uintptr_t>(x) + kGavgPrefetchPlanes * hw * sizeof(float);
     for (std::size_t b = 0; b < block_bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
     const __m512 v0 = lanes(x), v1 = lanes(x + hw), v2 = lanes(x + 2 * hw), v3 = lanes(x + 3 * hw);
-    _mm_storeu_ps(out + p, _mm_mul_ps(reduce4(v0, v1, v2, v3), inv));
+    _mm_storeu_ps(out + p, _mm_mul_ps(hsum4(v0, v1, v2, v3), inv));
   }
   for (; p < planes; ++p, x += hw) out[p] = _mm512_reduce_add_ps(lanes(x)) * inv_hw;
 }

@@ -139,6 +139,22 @@ def t_(a: np.ndarray, grad: bool = False, channels_last: bool = False):
     return t.requires_grad_() if grad else t
 
 
+def torch_forward(op: str, x: np.ndarray, *args: Any) -> Callable[[bool], Factory]:
+    """For :func:`torch_layouts`: ``torch.nn.functional.<op>(x, *args)`` under ``no_grad``, on ``x`` as it
+    is (False) or on a channels_last copy of it (True)."""
+    def torch_factory(cl: bool) -> Factory:
+        def make_torch():
+            fn = getattr(_torch().nn.functional, op)
+            tx = t_(x, channels_last=cl)
+
+            def call():
+                with _torch().no_grad():
+                    return fn(tx, *args)
+            return call
+        return make_torch
+    return torch_factory
+
+
 def torch_layouts(factory: Callable[[bool], Factory]) -> Dict[str, Factory]:
     """PyTorch on NCHW tensors (``torch``, the peer of the targets) and on channels_last copies
     (``torch_channels_last``: issue 4 set the pooling and batch-norm targets so as to beat PyTorch's
@@ -204,16 +220,7 @@ def max_pool(rng, *, n: int, c: int, hw: int, k: int, s: int, p: int, backward: 
         def make():
             return lambda: nnkern.max_pool2d(x, k, s, p)
 
-        def torch_factory(cl: bool) -> Factory:
-            def make_torch():
-                F = _torch().nn.functional
-                tx = t_(x, channels_last=cl)
-
-                def call():
-                    with _torch().no_grad():
-                        return F.max_pool2d(tx, k, s, p)
-                return call
-            return make_torch
+        torch_factory = torch_forward("max_pool2d", x, k, s, p)
     else:
         # forward: x, out, indices; backward: grad_out, indices, grad_in
         work = nbytes(n_in, n_out, n_out, n_in) + 2 * n_out * I64_BYTES
@@ -244,18 +251,8 @@ def avg_pool(rng, *, n: int, c: int, hw: int, k: int, s: int) -> Case:
     def make():
         return lambda: nnkern.avg_pool2d(x, k, s)
 
-    def torch_factory(cl: bool) -> Factory:
-        def make_torch():
-            F = _torch().nn.functional
-            tx = t_(x, channels_last=cl)
-
-            def call():
-                with _torch().no_grad():
-                    return F.avg_pool2d(tx, k, s)
-            return call
-        return make_torch
     return Case(f"N={n}, C={c}, {hw}x{hw}", nbytes(x.size, n * c * oh * oh),
-                {**nnkern_and_numpy(make), **torch_layouts(torch_factory)})
+                {**nnkern_and_numpy(make), **torch_layouts(torch_forward("avg_pool2d", x, k, s))})
 
 
 def global_avg_pool(rng, *, n: int, c: int, hw: int) -> Case:
