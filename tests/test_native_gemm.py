@@ -258,6 +258,36 @@ def test_linear_few_rows_long_weights(isa, dtype, threads):
             np.testing.assert_array_equal(outs[0], alone)
 
 
+def test_linear_common_call_skips_the_checks_with_the_same_result(monkeypatch):
+    """NumPy float arrays of one dtype with fitting shapes go straight to the native linear; the result
+    equals the checked path's, and whatever the common path declines still gets the checked path's
+    answers and errors."""
+    from nnkern.functional import basic
+    rng = np.random.default_rng(16)
+    cases = []
+    for dtype in DTYPES:
+        for xs in [(7,), (3, 7), (2, 5, 7)]:
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal((4, 7)).astype(dtype)
+            for b in (None, rng.standard_normal(4).astype(dtype)):
+                for backend in (None, "cpu", "auto"):
+                    assert basic._linear_native(x, w, b, backend) is not None
+                    cases.append((x, w, b, backend, nnkern.linear(x, w, b, backend=backend)))
+    x32 = np.ones((2, 3), np.float32)
+    declined = [(x32, np.ones((4, 3)), None, None),                   # mixed dtypes: the checked path's error
+                (x32, np.ones((4, 2), np.float32), None, None),       # shapes that do not fit
+                (x32, np.ones((4, 3), np.float32), np.ones(3, np.float32), None),
+                (x32.tolist(), np.ones((4, 3), np.float32), None, None),
+                (x32, np.ones((4, 3), np.float32), None, "numpy"),
+                (np.ones((2, 0), np.float32), np.ones((4, 0), np.float32), None, None)]
+    for x, w, b, backend in declined:
+        assert basic._linear_native(x, w, b, backend) is None
+    monkeypatch.setattr(basic, "_linear_native", lambda *args: None)
+    for x, w, b, backend, fast in cases:
+        np.testing.assert_array_equal(fast, nnkern.linear(x, w, b, backend=backend))
+        assert fast.dtype == x.dtype and fast.shape == x.shape[:-1] + (4,)
+
+
 def test_linear_backward_mask():
     rng = np.random.default_rng(12)
     x = rng.standard_normal((4, 6)).astype(np.float32)

@@ -6,16 +6,47 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .. import backends
+from .._arrays import FLOAT_DTYPES
+from .._config import default_backend
 from . import _common as c
 
 
 def linear(x: Any, weight: Any, bias: Any = None, *, backend: Optional[str] = None) -> Any:
     """``x @ weight.T + bias`` for ``x`` (*, in_features), ``weight`` (out_features, in_features)."""
+    native = _linear_native(x, weight, bias, backend)
+    if native is not None:
+        return native(x, weight, bias)
     op = "linear"
     a, on_device = c.float_arrays(op, input=x, weight=weight, bias=bias)
     x, weight, bias = a["input"], a["weight"], a["bias"]
     _linear_shapes(op, x, weight, bias)
     return c.dispatch(op, backend, on_device, input=x, weight=weight, bias=bias).linear(x, weight, bias)
+
+
+def _linear_native(x: Any, weight: Any, bias: Any, backend: Optional[str]) -> Any:
+    """The native ``linear`` for the common call -- NumPy float arrays of one dtype whose shapes fit,
+    on the cpu backend (named, or picked by ``auto``) -- found without the general checks (5-6 us of
+    a 2-8 us call); ``None`` sends every other call, and every call that would fail, through them."""
+    if type(x) is not np.ndarray or type(weight) is not np.ndarray or (bias is not None and type(bias) is not np.ndarray):
+        return None
+    dt = x.dtype
+    if dt not in FLOAT_DTYPES or weight.dtype != dt or (bias is not None and bias.dtype != dt):
+        return None
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0:
+        return None
+    if bias is not None and bias.shape != (weight.shape[0],):
+        return None
+    if x.nbytes > c.ALWAYS_FITS or weight.nbytes > c.ALWAYS_FITS or x.size // x.shape[-1] * weight.shape[0] > c.MAX_ELEMENTS:
+        return None
+    name = default_backend() if backend is None else backend
+    if name != "auto" and name != "cpu":
+        return None
+    try:
+        cpu = backends.get("cpu")
+    except ImportError:
+        return None
+    return cpu.linear if "linear" in cpu.NATIVE_OPS else None
 
 
 def _linear_shapes(op: str, x: Any, weight: Any, bias: Any) -> None:
