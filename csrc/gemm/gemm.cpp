@@ -259,8 +259,8 @@ void gemm_dot(const GemmArgs<T>& g, GemmDotFn<T> dot) {
   const std::size_t tasks =
       std::max<std::size_t>(1, std::min<double>(static_cast<double>(col_tasks), flops / kMinTaskFlops));
   const auto lda = static_cast<std::size_t>(g.a.row_stride), ldw = static_cast<std::size_t>(g.b.col_stride);
-  const std::size_t block =
-      g.m <= kDotMaxM ? kCols : std::max<std::size_t>(4, std::min(kCols, kL1Bytes / (std::max<std::size_t>(g.k, 1) * sizeof(T))) / 4 * 4);
+  const std::size_t l1_rows = kL1Bytes / (std::max<std::size_t>(g.k, 1) * sizeof(T));
+  const std::size_t block = g.m <= kDotMaxM ? kCols : std::max<std::size_t>(4, std::min(kCols, l1_rows) / 4 * 4);
   parallel_for(tasks, [&](std::size_t first, std::size_t last) {
     const std::size_t j0 = chunk_range(col_tasks, tasks, first).first * kCols;
     const std::size_t j1 = std::min(g.n, chunk_range(col_tasks, tasks, last - 1).second * kCols);
@@ -317,9 +317,8 @@ std::size_t column_align(Isa isa, double) { return kernel_for(isa, double()).nr;
 
 void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
-bool gemm_by_rows(const GemmArgs<float>& args) {
+bool gemm_by_rows(const GemmArgs<float>& g) {
   const GemmKernel<float> uk = kernel_for(active_isa(), float());
-  const GemmArgs<float>& g = args;
   if (uk.dot == nullptr || g.a.col_stride != 1 || g.b.row_stride != 1 || g.a.row_stride < 0 || g.b.col_stride < 0) {
     return false;
   }

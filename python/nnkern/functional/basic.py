@@ -28,7 +28,8 @@ def _linear_native(x: Any, weight: Any, bias: Any, backend: Optional[str]) -> An
     """The native ``linear`` for the common call -- NumPy float arrays of one dtype whose shapes fit,
     on the cpu backend (named, or picked by ``auto``) -- found without the general checks (5-6 us of
     a 2-8 us call); ``None`` sends every other call, and every call that would fail, through them."""
-    if type(x) is not np.ndarray or type(weight) is not np.ndarray or (bias is not None and type(bias) is not np.ndarray):
+    if type(x) is not np.ndarray or type(weight) is not np.ndarray or \
+            (bias is not None and type(bias) is not np.ndarray):
         return None
     dt = x.dtype
     if dt not in FLOAT_DTYPES or weight.dtype != dt or (bias is not None and bias.dtype != dt):
@@ -37,7 +38,8 @@ def _linear_native(x: Any, weight: Any, bias: Any, backend: Optional[str]) -> An
         return None
     if bias is not None and bias.shape != (weight.shape[0],):
         return None
-    if x.nbytes > c.ALWAYS_FITS or weight.nbytes > c.ALWAYS_FITS or x.size // x.shape[-1] * weight.shape[0] > c.MAX_ELEMENTS:
+    if x.nbytes > c.ALWAYS_FITS or weight.nbytes > c.ALWAYS_FITS or \
+            x.size // x.shape[-1] * weight.shape[0] > c.MAX_ELEMENTS:
         return None
     name = default_backend() if backend is None else backend
     if name != "auto" and name != "cpu":
