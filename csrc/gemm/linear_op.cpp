@@ -22,11 +22,13 @@ std::size_t dim(const ArrayView& v, std::size_t d) { return static_cast<std::siz
 // cached packed W^T, whose check alone reads W and its copy on every call.
 // Measured (bench/NOTES.md, session 12; 1024 x 256 weight, 1 thread): 16 rows
 // 121 vs 195 us, 32 rows 218 vs 249; 4 MiB weights still gain at 32 rows;
-// short rows (k = 64) lose from 8 rows on (the 16-lane sums' reduction per
-// element dominates).
+// weights of 128-256 KB gain up to 8 rows and lose a little at 16; short rows
+// (k = 64) lose from 8 rows on (the 16-lane sums' reduction per element
+// dominates).
 bool by_rows(std::size_t m, std::size_t n, std::size_t k, std::size_t elem) {
   if (k < 128) return false;
-  return m <= 16 || (m <= 32 && n * k * elem >= (std::size_t{1} << 20));
+  const std::size_t bytes = n * k * elem;
+  return m <= 8 || (m <= 16 && bytes >= (std::size_t{512} << 10)) || (m <= 32 && bytes >= (std::size_t{1} << 20));
 }
 
 template <class T>
