@@ -229,3 +229,33 @@ def test_bit_identical_reruns_and_thread_counts(case, threads):
         results.append(CASES[case](x))
     np.testing.assert_array_equal(results[1], results[2])
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+def test_activation_common_call_skips_the_checks_with_the_same_result(name, monkeypatch):
+    """NumPy float arrays of one dtype go straight to the native activation and its backward; the result
+    equals the checked path's, and the calls the common path declines (other array types, mixed dtypes,
+    mismatched shapes, the numpy backend) still get the checked path's answers and errors."""
+    from nnkern.functional import _common
+    rng = np.random.default_rng(21)
+    forward, backward = getattr(nnkern, name), getattr(nnkern, name + "_backward")
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for shape in [(), (7,), (3, 40), (2, 3, 5, 17)]:
+            x = rng.standard_normal(shape).astype(dtype)
+            g = rng.standard_normal(shape).astype(dtype)
+            for backend in (None, "cpu", "auto"):
+                assert _common.native_op(name, backend, x) is not None
+                y = forward(x, backend=backend)
+                cases.append((x, g, backend, y, backward(g, y, backend=backend)))
+    x32 = np.ones((2, 3), np.float32)
+    assert _common.native_op(name, None, x32.tolist()) is None
+    assert _common.native_op(name, "numpy", x32) is None
+    assert _common.native_op(name + "_backward", None, x32, np.ones((2, 3))) is None
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        backward(np.ones((2, 4), np.float32), x32)
+    monkeypatch.setattr(_common, "native_op", lambda *args: None)
+    for x, g, backend, y, gx in cases:
+        np.testing.assert_array_equal(y, forward(x, backend=backend))
+        np.testing.assert_array_equal(gx, backward(g, y, backend=backend))
+        assert y.dtype == x.dtype and y.shape == x.shape and gx.shape == x.shape

@@ -6,9 +6,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import backends
-from .._arrays import FLOAT_DTYPES
-from .._config import default_backend
 from . import _common as c
 
 
@@ -25,30 +22,15 @@ def linear(x: Any, weight: Any, bias: Any = None, *, backend: Optional[str] = No
 
 
 def _linear_native(x: Any, weight: Any, bias: Any, backend: Optional[str]) -> Any:
-    """The native ``linear`` for the common call -- NumPy float arrays of one dtype whose shapes fit,
-    on the cpu backend (named, or picked by ``auto``) -- found without the general checks (5-6 us of
-    a 2-8 us call); ``None`` sends every other call, and every call that would fail, through them."""
-    if type(x) is not np.ndarray or type(weight) is not np.ndarray or \
-            (bias is not None and type(bias) is not np.ndarray):
-        return None
-    dt = x.dtype
-    if dt not in FLOAT_DTYPES or weight.dtype != dt or (bias is not None and bias.dtype != dt):
-        return None
-    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0:
+    """The native ``linear`` for the common call (:func:`_common.native_op`) whose shapes fit; ``None``
+    sends every other call, and every call that would fail, through the checks."""
+    arrays = (x, weight) if bias is None else (x, weight, bias)
+    native = c.native_op("linear", backend, *arrays)
+    if native is None or weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0:
         return None
     if bias is not None and bias.shape != (weight.shape[0],):
         return None
-    if x.nbytes > c.ALWAYS_FITS or weight.nbytes > c.ALWAYS_FITS or \
-            x.size // x.shape[-1] * weight.shape[0] > c.MAX_ELEMENTS:
-        return None
-    name = default_backend() if backend is None else backend
-    if name != "auto" and name != "cpu":
-        return None
-    try:
-        cpu = backends.get("cpu")
-    except ImportError:
-        return None
-    return cpu.linear if "linear" in cpu.NATIVE_OPS else None
+    return None if x.size // x.shape[-1] * weight.shape[0] > c.MAX_ELEMENTS else native
 
 
 def _linear_shapes(op: str, x: Any, weight: Any, bias: Any) -> None:
@@ -77,11 +59,17 @@ def linear_backward(grad_output: Any, x: Any, weight: Any, output_mask: tuple = 
 
 
 def _unary(op: str, x: Any, backend: Optional[str]) -> Any:
+    native = c.native_op(op, backend, x)
+    if native is not None:
+        return native(x)
     a, on_device = c.float_arrays(op, input=x)
     return getattr(c.dispatch(op, backend, on_device, input=a["input"]), op)(a["input"])
 
 
 def _unary_backward(op: str, grad_output: Any, output: Any, backend: Optional[str]) -> Any:
+    native = c.native_op(op, backend, grad_output, output)
+    if native is not None and grad_output.shape == output.shape:
+        return native(grad_output, output)
     a, on_device = c.float_arrays(op, grad_output=grad_output, output=output)
     c.shape(op, "grad_output", a["grad_output"], tuple(a["output"].shape))
     return getattr(c.dispatch(op, backend, on_device, grad_output=a["grad_output"], output=a["output"]), op)(
