@@ -237,10 +237,9 @@ def test_linear_native(dtype, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_few_rows_long_weights(isa, dtype, threads):
     """5-32 rows against rows of >= 128 inputs (the larger counts against larger weights): on avx512 float32
-    the dot kernel in groups of 4 rows over
-    L1-sized blocks of W's rows (nothing packed or cached). Rows, columns and depths around the groups, the
-    blocks and the 64-column tasks; each row's result has the same bits as that row alone (the path for
-    1-4 rows) and for every thread count; a C full of NaN before the call is never read."""
+    the dot kernel in groups of 4 rows over L1-sized blocks of W's rows (nothing packed or cached). Rows,
+    columns and depths around the groups, the blocks and the 64-column tasks; each row's result has the
+    same bits as that row alone (the path for 1-4 rows) and for every thread count."""
     rng = np.random.default_rng(15)
     for m, n, k in [(5, 3, 128), (6, 65, 129), (7, 64, 200), (8, 130, 256), (9, 17, 1000), (13, 1, 300),
                     (16, 129, 131), (16, 520, 260), (17, 600, 450), (31, 70, 256), (32, 513, 511)]:

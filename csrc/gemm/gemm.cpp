@@ -274,13 +274,18 @@ void gemm_dot(const GemmArgs<T>& g, GemmDotFn<T> dot) {
   });
 }
 
+// The dot kernel's operands: A's and W's rows contiguous (B = W^T, unit row stride).
+template <class T>
+bool dot_operands(const GemmArgs<T>& g) {
+  return g.a.col_stride == 1 && g.b.row_stride == 1 && g.a.row_stride >= 0 && g.b.col_stride >= 0;
+}
+
 // prepacked / n_pad: B packed once (PreparedB), or null.
 template <class T>
 void gemm_typed(const GemmArgs<T>& g, Isa isa, const T* prepacked = nullptr, std::size_t n_pad = 0) {
   if (g.m == 0 || g.n == 0) return;
   const GemmKernel<T> uk = kernel_for(isa, T());
-  if (uk.dot != nullptr && g.m <= kDotMaxM && g.a.col_stride == 1 && g.b.row_stride == 1 && g.a.row_stride >= 0 &&
-      g.b.col_stride >= 0) {
+  if (uk.dot != nullptr && g.m <= kDotMaxM && dot_operands(g)) {
     gemm_dot(g, uk.dot);
     return;
   }
@@ -319,9 +324,7 @@ void gemm(const GemmArgs<float>& args, Isa isa) { gemm_typed(args, isa); }
 void gemm(const GemmArgs<double>& args, Isa isa) { gemm_typed(args, isa); }
 bool gemm_by_rows(const GemmArgs<float>& g) {
   const GemmKernel<float> uk = kernel_for(active_isa(), float());
-  if (uk.dot == nullptr || g.a.col_stride != 1 || g.b.row_stride != 1 || g.a.row_stride < 0 || g.b.col_stride < 0) {
-    return false;
-  }
+  if (uk.dot == nullptr || !dot_operands(g)) return false;
   if (g.m != 0 && g.n != 0) gemm_dot(g, uk.dot);
   return true;
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 COLUMNS = ("id", "op", "shape", "nnkern ms", "numpy ms", "torch ms", "x vs numpy", "x vs torch", "target x",
            "nnkern GFLOP/s or GB/s", "% peak")
@@ -91,20 +91,23 @@ def table_rows(results: List[Dict[str, Any]], notes: Footnotes) -> List[List[str
     return rows
 
 
-def markdown_table(results: List[Dict[str, Any]], notes: Optional[Footnotes] = None) -> List[str]:
-    """A Markdown table, its columns padded so that it also reads well in a terminal."""
-    notes = notes or Footnotes()
-    body = table_rows(results, notes)
-    widths = [max(len(COLUMNS[i]), *(len(b[i]) for b in body)) if body else len(COLUMNS[i])
-              for i in range(len(COLUMNS))]
-    numeric = set(range(3, len(COLUMNS)))
+def _render(columns: Sequence[str], body: List[List[str]], first_numeric: int) -> List[str]:
+    """A Markdown table, its columns padded so that it also reads well in a terminal; the columns from
+    ``first_numeric`` on are right-aligned."""
+    widths = [max(len(columns[i]), *(len(b[i]) for b in body)) if body else len(columns[i])
+              for i in range(len(columns))]
 
     def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
+        return "| " + " | ".join(c.rjust(w) if i >= first_numeric else c.ljust(w)
                                  for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-    sep = "| " + " | ".join(("-" * (w - 1) + ":") if i in numeric else "-" * w
+    sep = "| " + " | ".join(("-" * (w - 1) + ":") if i >= first_numeric else "-" * w
                             for i, w in enumerate(widths)) + " |"
-    return [line(COLUMNS), sep, *(line(b) for b in body)]
+    return [line(columns), sep, *(line(b) for b in body)]
+
+
+def markdown_table(results: List[Dict[str, Any]], notes: Optional[Footnotes] = None) -> List[str]:
+    """The main table as Markdown."""
+    return _render(COLUMNS, table_rows(results, notes or Footnotes()), 3)
 
 
 LAYOUT_COLUMNS = ("id", "op", "nnkern ms (NCHW)", "torch ms (NCHW)", "torch ms (channels_last)",
@@ -121,21 +124,18 @@ def layout_table(results: List[Dict[str, Any]], notes: Optional[Footnotes] = Non
     body = [[r["id"], r["op"], _ms_cell(r, "nnkern", notes), _ms_cell(r, "torch", notes),
              _ms_cell(r, "torch_channels_last", notes), fmt_ratio(r.get("speedup_vs_torch_channels_last"))]
             for r in results if "torch_channels_last" in r["contenders"]]
-    if not body:
-        return []
-    widths = [max(len(LAYOUT_COLUMNS[i]), *(len(b[i]) for b in body)) for i in range(len(LAYOUT_COLUMNS))]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i >= 2 else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-    sep = "| " + " | ".join(("-" * (w - 1) + ":") if i >= 2 else "-" * w for i, w in enumerate(widths)) + " |"
-    return [line(LAYOUT_COLUMNS), sep, *(line(b) for b in body)]
+    return _render(LAYOUT_COLUMNS, body, 2) if body else []
 
 
-def layout_lines(results: List[Dict[str, Any]], notes: Footnotes) -> List[str]:
-    """The channels_last table with its title and legend, for the terminal report."""
-    table = layout_table(results, notes)
-    return ["", LAYOUT_TITLE + ":", "", *table, "", LAYOUT_LEGEND] if table else []
+def results_lines(results: List[Dict[str, Any]]) -> List[str]:
+    """The terminal report below the header: the table, its legend, the channels_last table (when any
+    row has that peer) and the footnotes of both."""
+    notes = Footnotes()
+    table, layouts = markdown_table(results, notes), layout_table(results, notes)
+    lines = ["", *table, "", LEGEND]
+    if layouts:
+        lines += ["", LAYOUT_TITLE + ":", "", *layouts, "", LAYOUT_LEGEND]
+    return lines + notes.lines()
 
 
 # Other processes taking more than this fraction of the machine's CPUs during a row make its timings suspect.
@@ -185,10 +185,7 @@ def header_lines(meta: Dict[str, Any]) -> List[str]:
 
 
 def text_report(meta: Dict[str, Any], results: List[Dict[str, Any]]) -> str:
-    notes = Footnotes()
-    table = markdown_table(results, notes)
-    layouts = layout_lines(results, notes)
-    return "\n".join([*header_lines(meta), "", *table, "", LEGEND, *layouts, *notes.lines()]) + "\n"
+    return "\n".join([*header_lines(meta), *results_lines(results)]) + "\n"
 
 
 def write_markdown(path: str, meta: Dict[str, Any], results: List[Dict[str, Any]]) -> None:

@@ -277,10 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         gc.collect()
     progress.clear()
 
-    notes = report.Footnotes()
-    layouts = report.layout_lines(results, notes)
-    print("\n".join(["", *report.markdown_table(results, notes), "", report.LEGEND, *layouts, *notes.lines()]),
-          flush=True)
+    print("\n".join(report.results_lines(results)), flush=True)
     if args.json:
         report.write_json(args.json, meta, results)
     if args.markdown:

@@ -217,13 +217,9 @@ def native_op(op: str, backend: str | None, *arrays: Any) -> Any:
         if type(a) is not np.ndarray or a.dtype != dt or a.nbytes > ALWAYS_FITS:
             return None
     name = default_backend() if backend is None else backend
-    if name != "auto" and name != "cpu":
+    if name not in ("auto", "cpu") or not backends.has_op("cpu", op):
         return None
-    try:
-        cpu = backends.get("cpu")
-    except ImportError:
-        return None
-    return getattr(cpu, op) if op in cpu.NATIVE_OPS else None
+    return getattr(backends.get("cpu"), op)
 
 
 def dispatch(op: str, backend: str | None, on_device: bool, **inputs: Any):
