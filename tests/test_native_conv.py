@@ -358,3 +358,66 @@ def test_image_lanes_every_tile_shape(isa, outputs, threads):
     for c, (kh, kw) in [(2, (2, 2)), (1, (3, 3)), (3, (1, 2))]:
         for oh, ow in [(2, 1), (1, 2), (2, 3), (1, 5), (2, 6), (1, 7)]:
             check_unpadded_stride_1(rng, 16, c, kh, kw, outputs, oh, ow)
+
+
+def test_conv2d_common_call_skips_the_checks_with_the_same_result(monkeypatch):
+    """NumPy float arrays of one dtype, a batched input and a 4-D weight go straight to the native
+    conv2d / conv2d_backward (options still validated, from the cache); results equal the checked
+    path's, and what the common path declines -- or rejects -- gets the checked path's answers and errors."""
+    from nnkern.functional import _common, conv as fconv
+    rng = np.random.default_rng(23)
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for stride, padding, dilation, groups in [(1, 1, 1, 1), (2, 0, 1, 2), ((1, 2), "same", 1, 1), (1, "valid", 2, 1)]:
+            if padding == "same" and stride != 1:
+                continue
+            x = rng.standard_normal((2, 4, 9, 8)).astype(dtype)
+            w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(dtype)
+            for b in (None, rng.standard_normal(6).astype(dtype)):
+                for backend in (None, "cpu", "auto"):
+                    assert fconv._conv2d_native(x, w, b, None, backend) is not None
+                    y = nnkern.conv2d(x, w, b, stride, padding, dilation, groups, backend=backend)
+                    r = rng.standard_normal(y.shape).astype(dtype)
+                    yr = nnkern.conv2d(x, w, b, stride, padding, dilation, groups, activation="relu", residual=r,
+                                       backend=backend)
+                    g = rng.standard_normal(y.shape).astype(dtype)
+                    grads = nnkern.conv2d_backward(g, x, w, stride, padding, dilation, groups, (True, False, True),
+                                                   backend=backend)
+                    cases.append(((x, w, b, stride, padding, dilation, groups, backend, r, g), (y, yr, grads)))
+    x32 = np.ones((1, 2, 5, 5), np.float32)
+    w32 = np.ones((3, 2, 3, 3), np.float32)
+    declined = [(x32[0], w32, None, None, None),                  # unbatched: the checked path adds the batch
+                (x32, w32.astype(np.float64), None, None, None),  # mixed dtypes: the checked path's error
+                (x32.tolist(), w32, None, None, None),
+                (x32, w32[0], None, None, None),                  # a 3-D weight: the checked path's error
+                (x32, w32, None, None, "numpy")]
+    for x, w, b, r, backend in declined:
+        assert fconv._conv2d_native(x, w, b, r, backend) is None
+    # errors raised on the common path are the checked path's
+    errors = []
+    for kwargs in [dict(stride=0), dict(padding="same", stride=2), dict(groups=3), dict(activation="tanh"),
+                   dict(residual=np.ones((1, 3, 4, 4), np.float32))]:
+        with pytest.raises((ValueError, TypeError)) as info:
+            nnkern.conv2d(x32, w32, **kwargs)
+        errors.append((kwargs, type(info.value), str(info.value)))
+    with pytest.raises(ValueError) as info:
+        nnkern.conv2d_backward(np.ones((1, 3, 4, 4), np.float32), x32, w32)
+    errors.append(("backward", type(info.value), str(info.value)))
+    monkeypatch.setattr(_common, "native_op", lambda *args: None)
+    for (x, w, b, stride, padding, dilation, groups, backend, r, g), (y, yr, grads) in cases:
+        np.testing.assert_array_equal(y, nnkern.conv2d(x, w, b, stride, padding, dilation, groups, backend=backend))
+        np.testing.assert_array_equal(yr, nnkern.conv2d(x, w, b, stride, padding, dilation, groups, activation="relu",
+                                                        residual=r, backend=backend))
+        checked = nnkern.conv2d_backward(g, x, w, stride, padding, dilation, groups, (True, False, True),
+                                         backend=backend)
+        assert grads[1] is None and checked[1] is None
+        np.testing.assert_array_equal(grads[0], checked[0])
+        np.testing.assert_array_equal(grads[2], checked[2])
+        assert y.dtype == x.dtype and grads[0].dtype == x.dtype
+    for kwargs, kind, message in errors:
+        with pytest.raises(kind) as info:
+            if kwargs == "backward":
+                nnkern.conv2d_backward(np.ones((1, 3, 4, 4), np.float32), x32, w32)
+            else:
+                nnkern.conv2d(x32, w32, **kwargs)
+        assert str(info.value) == message

@@ -104,6 +104,11 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntOrPair = 1, padding
     A 3-D input (C, H, W) is treated as a batch of one and returns 3-D.
     """
     op = "conv2d"
+    native = _conv2d_native(x, weight, bias, residual, backend)
+    if native is not None and activation in (None, "relu"):
+        stride, pad, dilation, groups, out_shape = _conv_args(op, x, weight, bias, stride, padding, dilation, groups)
+        if residual is None or residual.shape == out_shape:
+            return native(x, weight, bias, stride, pad, dilation, groups, activation, residual)
     a, on_device = c.float_arrays(op, input=x, weight=weight, bias=bias, residual=residual)
     x, weight, bias, residual = a["input"], a["weight"], a["bias"], a["residual"]
     unbatched = x.ndim == 3
@@ -121,6 +126,18 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntOrPair = 1, padding
     return out[0] if unbatched else out
 
 
+def _conv2d_native(x: Any, weight: Any, bias: Any, residual: Any, backend: Optional[str]) -> Any:
+    """The native ``conv2d`` for the common call (:func:`_common.native_op`: NumPy float arrays of one
+    dtype, the cpu backend) on a batched input and a 4-D weight; ``None`` sends every other call through
+    the checks. The caller still validates the options and shapes (cached, :func:`_conv_args`): a call
+    that would fail raises the checked path's error."""
+    arrays = [a for a in (x, weight, bias, residual) if a is not None]
+    native = c.native_op("conv2d", backend, *arrays)
+    if native is None or x.ndim != 4 or weight.ndim != 4:
+        return None
+    return native
+
+
 def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: IntOrPair = 1, padding: Padding = 0,
                     dilation: IntOrPair = 1, groups: int = 1, output_mask: tuple = (True, True, True), *,
                     backend: Optional[str] = None) -> Grads:
@@ -131,6 +148,11 @@ def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: IntOrPair = 1
     Entries whose ``output_mask`` flag is False are ``None``.
     """
     op = "conv2d_backward"
+    native = c.native_op(op, backend, grad_output, x, weight)
+    if native is not None and x.ndim == 4 and grad_output.ndim == 4 and weight.ndim == 4:
+        stride, pad, dilation, groups, out_shape = _conv_args(op, x, weight, None, stride, padding, dilation, groups)
+        if grad_output.shape == out_shape:
+            return native(grad_output, x, weight, stride, pad, dilation, groups, c.mask3(op, output_mask))
     a, on_device = c.float_arrays(op, grad_output=grad_output, input=x, weight=weight)
     g, x, weight = a["grad_output"], a["input"], a["weight"]
     unbatched = x.ndim == 3
