@@ -366,6 +366,9 @@ def test_conv2d_common_call_skips_the_checks_with_the_same_result(monkeypatch):
     path's, and what the common path declines -- or rejects -- gets the checked path's answers and errors."""
     from nnkern.functional import _common, conv as fconv
     rng = np.random.default_rng(23)
+    checked_calls = []
+    real = _common.float_arrays
+    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
     cases = []
     for dtype in (np.float32, np.float64):
         for stride, padding, dilation, groups in [(1, 1, 1, 1), (2, 0, 1, 2), ((1, 2), "same", 1, 1), (1, "valid", 2, 1)]:
@@ -384,6 +387,7 @@ def test_conv2d_common_call_skips_the_checks_with_the_same_result(monkeypatch):
                     grads = nnkern.conv2d_backward(g, x, w, stride, padding, dilation, groups, (True, False, True),
                                                    backend=backend)
                     cases.append(((x, w, b, stride, padding, dilation, groups, backend, r, g), (y, yr, grads)))
+    assert cases and not checked_calls  # every call above took the common path
     x32 = np.ones((1, 2, 5, 5), np.float32)
     w32 = np.ones((3, 2, 3, 3), np.float32)
     declined = [(x32[0], w32, None, None, None),                  # unbatched: the checked path adds the batch

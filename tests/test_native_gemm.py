@@ -354,3 +354,44 @@ def test_prepared_a_rejects_bad_source():
     a = np.ones((2, 2), np.float32)
     with pytest.raises(ValueError, match="source"):
         _cpu._test_prepared_a(a, a, a, 1.0, 0.0, None, ISAS[0], "sideways")
+
+
+def test_linear_backward_common_call_skips_the_checks_with_the_same_result(monkeypatch):
+    """linear_backward's common call (NumPy float arrays of one dtype, shapes that fit) goes straight to
+    the native function; results and errors equal the checked path's."""
+    from nnkern.functional import _common
+    rng = np.random.default_rng(17)
+    checked_calls = []
+    real = _common.float_arrays
+    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    cases = []
+    for dtype in DTYPES:
+        for xs in [(7,), (3, 7), (2, 5, 7)]:
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal((4, 7)).astype(dtype)
+            g = rng.standard_normal(xs[:-1] + (4,)).astype(dtype)
+            for mask in [(True, True, True), (False, True, False), [True, False, True]]:
+                for backend in (None, "cpu", "auto"):
+                    cases.append((g, x, w, mask, backend, nnkern.linear_backward(g, x, w, mask, backend=backend)))
+    assert cases and not checked_calls  # every call above took the common path
+    x32, w32 = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
+    bad = [(np.ones((2, 5), np.float32), x32, w32, (True,) * 3),   # grad_output of the wrong shape
+           (np.ones((2, 4), np.float32), x32, w32, (True, True)),   # a mask of two flags
+           (np.ones((2, 4)), x32, w32, (True,) * 3)]                # mixed dtypes
+    errors = []
+    for g, x, w, mask in bad:
+        with pytest.raises((ValueError, TypeError)) as info:
+            nnkern.linear_backward(g, x, w, mask)
+        errors.append((g, x, w, mask, type(info.value), str(info.value)))
+    monkeypatch.setattr(_common, "native_op", lambda *args: None)
+    for g, x, w, mask, backend, fast in cases:
+        checked = nnkern.linear_backward(g, x, w, mask, backend=backend)
+        for a, b in zip(fast, checked):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+                assert a.dtype == b.dtype and a.shape == b.shape
+    for g, x, w, mask, kind, message in errors:
+        with pytest.raises(kind) as info:
+            nnkern.linear_backward(g, x, w, mask)
+        assert str(info.value) == message

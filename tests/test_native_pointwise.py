@@ -259,3 +259,51 @@ def test_activation_common_call_skips_the_checks_with_the_same_result(name, monk
         np.testing.assert_array_equal(y, forward(x, backend=backend))
         np.testing.assert_array_equal(gx, backward(g, y, backend=backend))
         assert y.dtype == x.dtype and y.shape == x.shape and gx.shape == x.shape
+
+
+def test_cross_entropy_common_call_skips_the_checks_with_the_same_result(monkeypatch):
+    """cross_entropy's and its backward's common call (NumPy float logits, int64 targets in range, a
+    NumPy scalar gradient) goes straight to the native function; results and errors equal the checked
+    path's, and what it declines (other target dtypes, Python scalars, bad targets) is checked."""
+    from nnkern.functional import _common
+    rng = np.random.default_rng(19)
+    checked_calls = []
+    real = _common.float_arrays
+    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for n, ncls in [(1, 1), (5, 7), (0, 3)]:
+            logits = rng.standard_normal((n, ncls)).astype(dtype)
+            for target in (rng.integers(0, ncls, n), rng.integers(0, ncls, n).astype(np.int32)):
+                for gl in (np.float32(0.5), np.ones((), np.float64), np.array([2.0]), 1.5):
+                    for backend in (None, "cpu", "auto"):
+                        cases.append((logits, target, gl, backend, nnkern.cross_entropy(logits, target, backend=backend),
+                                      nnkern.cross_entropy_backward(gl, logits, target, backend=backend)))
+    # the common path declined exactly the int32 targets (forward and backward)
+    assert len(checked_calls) == sum(2 for _, t, *_ in cases if t.dtype != np.int64) > 0
+    logits = np.ones((2, 3), np.float32)
+    bad = [np.array([0, 3]), np.array([-1, 0]), np.array([0, 1, 2]), np.array([0.0, 1.0])]
+    errors = []
+    for target in bad:
+        for fn in (lambda t, lg=logits: nnkern.cross_entropy(lg, t),
+                   lambda t, lg=logits: nnkern.cross_entropy_backward(1.0, lg, t)):
+            with pytest.raises((ValueError, TypeError)) as info:
+                fn(target)
+            errors.append((fn, target, type(info.value), str(info.value)))
+    with pytest.raises(ValueError) as info:
+        nnkern.cross_entropy_backward(np.ones(2, np.float32), logits, np.array([0, 1]))
+    wrong_size, logits2 = str(info.value), logits
+    monkeypatch.setattr(_common, "native_op", lambda *args: None)
+    for logits, target, gl, backend, loss, grad in cases:
+        checked_loss = nnkern.cross_entropy(logits, target, backend=backend)
+        checked_grad = nnkern.cross_entropy_backward(gl, logits, target, backend=backend)
+        np.testing.assert_array_equal(loss, checked_loss)
+        np.testing.assert_array_equal(grad, checked_grad)
+        assert loss.dtype == checked_loss.dtype and grad.dtype == checked_grad.dtype == logits.dtype
+    for fn, target, kind, message in errors:
+        with pytest.raises(kind) as info:
+            fn(target)
+        assert str(info.value) == message
+    with pytest.raises(ValueError) as info:
+        nnkern.cross_entropy_backward(np.ones(2, np.float32), logits2, np.array([0, 1]))
+    assert str(info.value) == wrong_size

@@ -259,3 +259,41 @@ def test_thread_counts_and_reruns(n_threads):
     close(runs[0][4], ref_ad, np.float32)
     for a, b in zip(*runs):
         assert a.tobytes() == b.tobytes()
+
+
+def test_max_pool_backward_common_call_skips_the_checks_with_the_same_result(monkeypatch):
+    """max_pool2d_backward's common call (NumPy float arrays of one dtype, a batched input, int64
+    indices of the right shape) goes straight to the native function; results and errors equal the
+    checked path's."""
+    from nnkern.functional import _common
+    rng = np.random.default_rng(18)
+    checked_calls = []
+    real = _common.float_arrays
+    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for k, s, p, d, cm in [(2, 2, 0, 1, False), (3, 2, 1, 1, True), ((3, 2), None, (1, 0), (1, 2), False)]:
+            x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+            y, idx = nk.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+            g = rng.standard_normal(y.shape).astype(dtype)
+            for backend in (None, "cpu", "auto"):
+                cases.append((g, x, idx, (k, s, p, d, cm), backend,
+                              nk.max_pool2d_backward(g, x, idx, k, s, p, d, cm, backend=backend)))
+    assert cases and not checked_calls  # every call above took the common path
+    x = np.ones((1, 2, 4, 4), np.float32)
+    _, idx = nk.max_pool2d(x, 2, return_indices=True)
+    g = np.ones((1, 2, 2, 2), np.float32)
+    bad = [(g, x, idx.astype(np.int32), (2,)), (g[:, :1], x, idx, (2,)), (g, x, idx, (0,)), (g, x, idx, (3, 1, 2))]
+    errors = []
+    for gb, xb, ib, opts in bad:
+        with pytest.raises((ValueError, TypeError)) as info:
+            nk.max_pool2d_backward(gb, xb, ib, *opts)
+        errors.append((gb, xb, ib, opts, type(info.value), str(info.value)))
+    monkeypatch.setattr(_common, "native_op", lambda *args: None)
+    for g, x, idx, opts, backend, fast in cases:
+        np.testing.assert_array_equal(fast, nk.max_pool2d_backward(g, x, idx, *opts, backend=backend))
+        assert fast.dtype == x.dtype and fast.shape == x.shape
+    for gb, xb, ib, opts, kind, message in errors:
+        with pytest.raises(kind) as info:
+            nk.max_pool2d_backward(gb, xb, ib, *opts)
+        assert str(info.value) == message

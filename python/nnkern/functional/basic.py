@@ -51,6 +51,10 @@ def linear_backward(grad_output: Any, x: Any, weight: Any, output_mask: tuple = 
                     backend: Optional[str] = None):
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of :func:`linear`."""
     op = "linear_backward"
+    native = c.native_op(op, backend, grad_output, x, weight)
+    if (native is not None and weight.ndim == 2 and x.ndim >= 1 and x.shape[-1] == weight.shape[1] != 0
+            and grad_output.shape == x.shape[:-1] + (weight.shape[0],)):
+        return native(grad_output, x, weight, c.mask3(op, output_mask))
     a, on_device = c.float_arrays(op, grad_output=grad_output, input=x, weight=weight)
     g, x, weight = a["grad_output"], a["input"], a["weight"]
     _linear_shapes(op, x, weight, None)
@@ -237,6 +241,19 @@ def _ce_args(op: str, logits: Any, target: Any):
     return logits, t.astype(np.int64, copy=False), on_device
 
 
+def _ce_native(op: str, logits: Any, target: Any, backend: Optional[str]) -> Any:
+    """The native ``op`` for the common call (:func:`_common.native_op`) -- int64 class indices in range
+    for (N, C) logits -- or ``None``: every other call, and every call that would fail, takes
+    :func:`_ce_args`' checks."""
+    native = c.native_op(op, backend, logits)
+    if (native is None or logits.ndim != 2 or type(target) is not np.ndarray or target.dtype != np.int64
+            or target.shape != logits.shape[:1] or target.nbytes > c.ALWAYS_FITS):
+        return None
+    if target.size and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
+        return None
+    return native
+
+
 def cross_entropy(logits: Any, target: Any, *, backend: Optional[str] = None) -> Any:
     """Mean over the batch of ``-log_softmax(logits)[i, target[i]]``; a 0-d array.
 
@@ -244,6 +261,9 @@ def cross_entropy(logits: Any, target: Any, *, backend: Optional[str] = None) ->
     batch gives NaN, as in PyTorch.
     """
     op = "cross_entropy"
+    native = _ce_native(op, logits, target, backend)
+    if native is not None:
+        return native(logits, target)
     logits, t, on_device = _ce_args(op, logits, target)
     return c.dispatch(op, backend, on_device, logits=logits).cross_entropy(logits, t)
 
@@ -251,6 +271,10 @@ def cross_entropy(logits: Any, target: Any, *, backend: Optional[str] = None) ->
 def cross_entropy_backward(grad_loss: Any, logits: Any, target: Any, *, backend: Optional[str] = None) -> Any:
     """Gradient of :func:`cross_entropy` w.r.t. ``logits``, scaled by ``grad_loss`` (a scalar)."""
     op = "cross_entropy_backward"
+    native = _ce_native(op, logits, target, backend)
+    if native is not None and (type(grad_loss) is float or isinstance(grad_loss, np.floating)
+                               or (type(grad_loss) is np.ndarray and grad_loss.size == 1)):
+        return native(np.asarray(grad_loss).reshape(()).astype(logits.dtype), logits, target)
     logits, t, on_device = _ce_args(op, logits, target)
     g = c.arrays(op, grad_loss=grad_loss)["grad_loss"]
     if g.size != 1:

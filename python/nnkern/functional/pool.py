@@ -183,6 +183,13 @@ def max_pool2d_backward(grad_output: Any, x: Any, indices: Any, kernel_size: Int
                         ceil_mode: bool = False, *, backend: Optional[str] = None) -> Any:
     """Gradient of :func:`max_pool2d` w.r.t. its input, from the saved ``indices``."""
     op = "max_pool2d_backward"
+    native = c.native_op(op, backend, grad_output, x)
+    if (native is not None and x.ndim == 4 and type(indices) is np.ndarray and indices.dtype == np.int64
+            and indices.nbytes <= c.ALWAYS_FITS):
+        k, s, p, d, cm, (oh, ow) = _window(op, x, kernel_size, stride, padding, dilation, ceil_mode)
+        expected = tuple(x.shape[:2]) + (oh, ow)
+        if grad_output.shape == expected and indices.shape == expected:
+            return native(grad_output, x, indices, k, s, p, d, cm)
     a, on_device = c.float_arrays(op, grad_output=grad_output, input=x)
     idx = c.arrays(op, indices=indices)["indices"]
     x4, unbatched = _input(op, a["input"])
