@@ -54,3 +54,13 @@ def differentiable(op, sample, outputs):
     if op.differentiable_outputs is not None:
         return op.differentiable_outputs(sample)
     return [i for i, o in enumerate(outputs) if np.asarray(o).dtype.kind == "f"]
+
+
+def checked_path_calls(monkeypatch) -> list:
+    """The names of the ops that entered the functional layer's checked path (``_common.float_arrays``)
+    from now on, for tests that a common call took the shortcut (``_common.native_op``)."""
+    from nnkern.functional import _common
+    calls: list = []
+    real = _common.float_arrays
+    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    return calls

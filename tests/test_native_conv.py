@@ -19,6 +19,7 @@ import nnkern._cpu as _cpu
 from nnkern._shapes import conv_output_size
 from nnkern.backends.native import conv as native
 from nnkern.backends.numpy_ref import conv as ref
+from helpers import checked_path_calls
 
 ISAS = _cpu.supported_isas()
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -366,9 +367,7 @@ def test_conv2d_common_call_skips_the_checks_with_the_same_result(monkeypatch):
     path's, and what the common path declines -- or rejects -- gets the checked path's answers and errors."""
     from nnkern.functional import _common, conv as fconv
     rng = np.random.default_rng(23)
-    checked_calls = []
-    real = _common.float_arrays
-    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    checked_calls = checked_path_calls(monkeypatch)
     cases = []
     for dtype in (np.float32, np.float64):
         for stride, padding, dilation, groups in [(1, 1, 1, 1), (2, 0, 1, 2), ((1, 2), "same", 1, 1), (1, "valid", 2, 1)]:

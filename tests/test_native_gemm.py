@@ -9,6 +9,7 @@ import pytest
 
 import nnkern
 import nnkern._cpu as _cpu
+from helpers import checked_path_calls
 
 ISAS = _cpu.supported_isas()
 DTYPES = [np.float32, np.float64]
@@ -361,9 +362,7 @@ def test_linear_backward_common_call_skips_the_checks_with_the_same_result(monke
     the native function; results and errors equal the checked path's."""
     from nnkern.functional import _common
     rng = np.random.default_rng(17)
-    checked_calls = []
-    real = _common.float_arrays
-    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    checked_calls = checked_path_calls(monkeypatch)
     cases = []
     for dtype in DTYPES:
         for xs in [(7,), (3, 7), (2, 5, 7)]:

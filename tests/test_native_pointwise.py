@@ -8,6 +8,7 @@ import nnkern
 import nnkern._cpu as _cpu
 from nnkern.backends.numpy_ref import basic as ref
 from nnkern.backends.numpy_ref.counter_rng import keep_mask
+from helpers import checked_path_calls
 
 # Measured max error vs float64 over every 127th float32 bit pattern plus specials:
 # avx512 / avx2: sigmoid 2.30 ulp (x = -3.465), tanh 1.30 ulp (x = 0.634); scalar: 0.5 ulp.
@@ -267,9 +268,7 @@ def test_cross_entropy_common_call_skips_the_checks_with_the_same_result(monkeyp
     path's, and what it declines (other target dtypes, Python scalars, bad targets) is checked."""
     from nnkern.functional import _common
     rng = np.random.default_rng(19)
-    checked_calls = []
-    real = _common.float_arrays
-    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    checked_calls = checked_path_calls(monkeypatch)
     cases = []
     for dtype in (np.float32, np.float64):
         for n, ncls in [(1, 1), (5, 7), (0, 3)]:

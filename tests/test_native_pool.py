@@ -8,6 +8,7 @@ import pytest
 import nnkern as nk
 import nnkern._cpu as _cpu
 from nnkern.backends import cpu  # noqa: F401  (selects the family from NNKERN_ISA)
+from helpers import checked_path_calls
 
 
 @contextlib.contextmanager
@@ -267,9 +268,7 @@ def test_max_pool_backward_common_call_skips_the_checks_with_the_same_result(mon
     checked path's."""
     from nnkern.functional import _common
     rng = np.random.default_rng(18)
-    checked_calls = []
-    real = _common.float_arrays
-    monkeypatch.setattr(_common, "float_arrays", lambda *a, **k: checked_calls.append(a[0]) or real(*a, **k))
+    checked_calls = checked_path_calls(monkeypatch)
     cases = []
     for dtype in (np.float32, np.float64):
         for k, s, p, d, cm in [(2, 2, 0, 1, False), (3, 2, 1, 1, True), ((3, 2), None, (1, 0), (1, 2), False)]:
