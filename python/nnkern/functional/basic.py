@@ -26,11 +26,17 @@ def _linear_native(x: Any, weight: Any, bias: Any, backend: Optional[str]) -> An
     sends every other call, and every call that would fail, through the checks."""
     arrays = (x, weight) if bias is None else (x, weight, bias)
     native = c.native_op("linear", backend, *arrays)
-    if native is None or weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0:
+    if native is None or not _fits(x, weight):
         return None
     if bias is not None and bias.shape != (weight.shape[0],):
         return None
     return None if x.size // x.shape[-1] * weight.shape[0] > c.MAX_ELEMENTS else native
+
+
+def _fits(x: Any, weight: Any) -> bool:
+    """Whether the arrays ``x`` (*, in_features > 0) and ``weight`` (out_features, in_features) fit
+    together: the shapes the common-call paths take (the checked ones raise on the rest)."""
+    return weight.ndim == 2 and x.ndim >= 1 and x.shape[-1] == weight.shape[1] != 0
 
 
 def _linear_shapes(op: str, x: Any, weight: Any, bias: Any) -> None:
@@ -52,8 +58,7 @@ def linear_backward(grad_output: Any, x: Any, weight: Any, output_mask: tuple = 
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of :func:`linear`."""
     op = "linear_backward"
     native = c.native_op(op, backend, grad_output, x, weight)
-    if (native is not None and weight.ndim == 2 and x.ndim >= 1 and x.shape[-1] == weight.shape[1] != 0
-            and grad_output.shape == x.shape[:-1] + (weight.shape[0],)):
+    if native is not None and _fits(x, weight) and grad_output.shape == x.shape[:-1] + (weight.shape[0],):
         return native(grad_output, x, weight, c.mask3(op, output_mask))
     a, on_device = c.float_arrays(op, grad_output=grad_output, input=x, weight=weight)
     g, x, weight = a["grad_output"], a["input"], a["weight"]
