@@ -306,6 +306,37 @@ def test_pixel_rows_every_row_tile_height(isa, width, threads):
     assert np.array_equal(got[1], native.OPS["conv2d"](x, weight, bias, *geo, "relu", residual))
 
 
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("plane", [(8, 8), (4, 12), (5, 7), (16, 20)])
+def test_1x1_input_read_in_place_at_every_offset_into_a_cache_line(isa, plane, threads):
+    """A 1x1 convolution multiplies its input planes in place (the strided AVX-512 kernel), with column
+    panels that start on cache-line boundaries when every plane row starts at the same offset into a line
+    (planes of a multiple of 16 floats; NumPy aligns arrays to 16 bytes only): the input copied to each of
+    the 16 float offsets into a 64-byte line gives the same bits, at one and two threads, and the reference's
+    values (21 outputs: a row remainder; 2 images)."""
+    h, w = plane
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((2, 9, h, w)).astype(np.float32)
+    weight = (0.5 * rng.standard_normal((21, 9, 1, 1))).astype(np.float32)
+    bias = rng.standard_normal(21).astype(np.float32)
+    geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    expected = ref.conv2d(*f64(x, weight, bias), *geo, None, None)
+    buf = np.empty(x.size + 32, np.float32)
+    base = (-(buf.ctypes.data // 4)) % 16  # buf[base] starts a 64-byte line
+    first = None
+    for n_threads in (1, 2):
+        threads(n_threads)
+        for offset in range(16):
+            xo = buf[base + offset:base + offset + x.size].reshape(x.shape)
+            xo[...] = x
+            assert xo.ctypes.data % 64 == 4 * offset
+            out = native.OPS["conv2d"](xo, weight, bias, *geo, None, None)
+            assert rel_err(out, expected) <= TOL[np.dtype(np.float32)], (n_threads, offset)
+            if first is None:
+                first = out
+            assert np.array_equal(out, first), (n_threads, offset)
+
+
 def test_weight_gradient_over_image_chunks():
     """Images whose padded copies and packed grad_output exceed the taps weight gradient's 64 MB chunk two
     at a time (2 -> 40 channels, 400 x 400 planes: ~42 MB each) are summed chunk by chunk, in image order."""
