@@ -327,6 +327,24 @@ PREPARED_SHAPES = [(1, 1, 1), (13, 31, 7), (14, 32, 512), (15, 33, 513), (29, 65
                    (6, 97, 25), (28, 64, 3)]
 
 
+def lined_up_views(b):
+    """Copies of b whose rows are a whole number of 64-byte lines apart, starting at offsets 1, 5, 9 and 15
+    elements (float32; 1 and 7 for float64) into a line: the strided path then starts its first column panel
+    short, so that the later ones load whole lines."""
+    k, n = b.shape
+    per_line = 64 // b.itemsize
+    ld = -(-(n + per_line) // per_line) * per_line
+    views = []
+    for offset in ((1, 5, 9, 15) if per_line == 16 else (1, 7)):
+        buf = np.empty(k * ld + 2 * per_line, b.dtype)
+        start = (-(buf.ctypes.data // b.itemsize)) % per_line + offset
+        v = buf[start:start + k * ld].reshape(k, ld)[:, :n]
+        v[...] = b
+        assert v.ctypes.data % 64 == offset * b.itemsize and v.strides[0] % 64 == 0
+        views.append(v)
+    return views
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("source", ["resident", "streamed"])
@@ -339,12 +357,12 @@ def test_prepared_a_matches_gemm_bits(isa, dtype, source):
             want = run(a, b, c, False, False, alpha, beta, isa, bb)
             check(want, reference(a, b, c, False, False, alpha, beta, bb), dtype)
             # b's rows contiguous (in place on avx512), a row slice of a wider matrix (ldb > n, unaligned start),
-            # and a column-strided view (packed)
+            # a column-strided view (packed), and rows a whole number of lines apart at offsets into a line
             wide = rng.standard_normal((k, n + 37)).astype(dtype)
             wide[:, 5:5 + n] = b
             row_bias = rng.standard_normal(m).astype(dtype)
             want_rows = want + row_bias[:, None]  # one rounding per element, after the rest
-            for bv in (b, wide[:, 5:5 + n], np.asfortranarray(b)):
+            for bv in (b, wide[:, 5:5 + n], np.asfortranarray(b), *lined_up_views(b)):
                 got = _cpu._test_prepared_a(a, bv, c, alpha, beta, bb, isa, source)
                 assert np.array_equal(got, want), (m, n, k, alpha, beta)
                 got = _cpu._test_prepared_a(a, bv, c, alpha, beta, bb, isa, source, row_bias)
